@@ -1,0 +1,318 @@
+//! The validated, typed configuration: what `proxy.yaml` means once every default, preset and
+//! secret reference has been applied. Nothing here can fail at request time.
+//!
+//! `proxy.yaml` -> [`file`] (serde mirror) -> [`validate`] -> [`Config`].
+
+mod error;
+mod file;
+mod presets;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::header::{HeaderName, HeaderValue, InvalidHeaderValue};
+use http::uri::{Authority, Scheme};
+use rustls_pki_types::CertificateDer;
+
+use crate::secret::Secret;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use presets::PRESET_NAMES;
+
+/// The whole configuration of one authrelay process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where callers connect, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin listener (`/healthz`, `/readyz`); absent when not configured.
+    pub admin: Option<AdminConfig>,
+    /// Providers by name.
+    pub providers: BTreeMap<String, Arc<ProviderConfig>>,
+    /// Routes in file order; matching picks the most specific, not the first.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One listener for callers.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+}
+
+/// A credential source: how to obtain the token and how to present it.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub grant: GrantConfig,
+    /// The word before the token in `Authorization` (`Bearer`, `Token`).
+    pub scheme: String,
+    /// Renew this long before expiry; `None` means a share of the token's lifetime.
+    pub refresh_before: Option<Duration>,
+    /// Lifetime of a token whose response states none (no `expires_in`, no JWT `exp`).
+    pub default_ttl: Duration,
+    /// Extra trusted roots for this provider's token endpoint and upstreams, with their file.
+    pub ca: Option<CaBundle>,
+}
+
+/// PEM roots loaded from a provider's `ca` file.
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+/// How a provider's token is obtained.
+#[derive(Debug, Clone)]
+pub enum GrantConfig {
+    /// A personal access token, used as is.
+    Static { token: Secret },
+    /// OAuth 2.0 client credentials (RFC 6749 section 4.4).
+    ClientCredentials(TokenEndpoint),
+}
+
+/// A token endpoint and the client's credentials for it.
+#[derive(Debug, Clone)]
+pub struct TokenEndpoint {
+    /// `https`, or `http` on a loopback host.
+    pub token_url: reqwest::Url,
+    pub client_auth: ClientAuth,
+    pub client_id: Secret,
+    /// Absent only with [`ClientAuth::None`].
+    pub client_secret: Option<Secret>,
+    /// Sent space-joined as `scope`; empty means the parameter is omitted.
+    pub scopes: Vec<String>,
+    /// Extra parameters for the token request (`audience`), in file order.
+    pub extra_params: Vec<(String, String)>,
+}
+
+/// Where the client credentials go in a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` of the form-urlencoded id and secret (RFC 6749 section 2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A JSON body carrying `client_id` and `client_secret`.
+    JsonBody,
+    /// Only `client_id` in the form body (public clients).
+    None,
+}
+
+/// One route: which requests it takes and where they go.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Used in logs and metric labels.
+    pub name: String,
+    pub matcher: RouteMatch,
+    /// Remove `matcher.path_prefix` before appending the path to the upstream's base path.
+    pub strip_prefix: bool,
+    pub upstream: UpstreamUrl,
+    /// Name of an entry in [`Config::providers`] (checked at load).
+    pub provider: String,
+    /// Headers injected after the proxy's own hop-by-hop stripping, in file order.
+    pub headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// Largest request body accepted (413 past it); `None` means no limit.
+    pub max_body: Option<u64>,
+    /// Time allowed for the upstream's response headers (504 past it).
+    pub timeout: Duration,
+}
+
+/// What a request must look like to take a route. Every present part must match.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    /// Normalized: starts with `/`, no trailing `/` (except the root `/` itself).
+    pub path_prefix: String,
+    /// Lower-case host name without port; absolute-form requests need it to match.
+    pub host: Option<String>,
+    /// `None` accepts every method (but CONNECT and TRACE, which never route).
+    pub methods: Option<Vec<Method>>,
+}
+
+/// The upstream a route forwards to.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Prepended to the forwarded path; empty or `/base` without a trailing `/`.
+    pub base_path: String,
+}
+
+/// A header value that may refer to `{token}` or a field of the token response (`{xref_account_id}`).
+#[derive(Debug, Clone)]
+pub struct HeaderTemplate {
+    parts: Vec<TemplatePart>,
+    /// The value, when the template refers to no field.
+    fixed: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Literal(String),
+    Field(String),
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates `path`. All problems found are returned together.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors::from(ConfigError::Read {
+                path: path.to_path_buf(),
+                error,
+            })
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml(&text, base_dir)
+    }
+
+    /// Parses and validates YAML text; relative `${file:...}` and `ca` paths resolve against `base_dir`.
+    pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        let file = file::ConfigFile::parse(text)?;
+        validate::validate(file, base_dir)
+    }
+}
+
+// === impl HeaderTemplate ===
+
+impl HeaderTemplate {
+    /// The fields the template refers to, `token` included.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            TemplatePart::Field(name) => Some(name.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+
+    /// The value when it does not depend on the token.
+    pub fn fixed(&self) -> Option<&HeaderValue> {
+        self.fixed.as_ref()
+    }
+
+    /// Reads `text`, where `{name}` refers to a field; `{{` and `}}` are literal braces.
+    /// Fails on CR, LF or other bytes a header value cannot hold, and on an unclosed `{`.
+    pub fn parse(text: &str) -> Result<HeaderTemplate, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    let valid = closed
+                        && !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        return Err(format!(
+                            "`{{{name}` is not a field reference like {{token}}"
+                        ));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(TemplatePart::Field(name));
+                }
+                '}' => return Err("a lone `}` (write `}}` for a literal brace)".into()),
+                c if c.is_control() => {
+                    return Err("control characters (CR, LF, ...) are not allowed".into());
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal));
+        }
+        let fixed = match parts.as_slice() {
+            [] => Some(HeaderValue::from_static("")),
+            [TemplatePart::Literal(text)] => Some(
+                HeaderValue::from_str(text).map_err(|_| "not a valid header value".to_string())?,
+            ),
+            _ => None,
+        };
+        Ok(HeaderTemplate { parts, fixed })
+    }
+
+    /// Fills in the fields; `lookup("token")` gives the access token. A missing field renders empty.
+    pub fn render<'v>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'v str>,
+    ) -> Result<HeaderValue, InvalidHeaderValue> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(fixed.clone());
+        }
+        let mut value = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => value.push_str(text),
+                TemplatePart::Field(name) => value.push_str(lookup(name).unwrap_or_default()),
+            }
+        }
+        // from_str rejects CR, LF and other controls a token response might smuggle in.
+        let mut value = HeaderValue::from_str(&value)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_with_only_text_is_fixed() {
+        let template = HeaderTemplate::parse("02fde942-c7cd").unwrap();
+        assert_eq!(template.fixed().unwrap(), "02fde942-c7cd");
+        assert_eq!(template.fields().count(), 0);
+    }
+
+    #[test]
+    fn template_fields_render_from_the_token_response() {
+        let template = HeaderTemplate::parse("acct-{xref_account_id}/{{x}}").unwrap();
+        assert_eq!(template.fields().collect::<Vec<_>>(), ["xref_account_id"]);
+        let value = template
+            .render(|name| (name == "xref_account_id").then_some("42"))
+            .unwrap();
+        assert_eq!(value, "acct-42/{x}");
+        assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn template_rejects_line_breaks_and_bad_references() {
+        assert!(HeaderTemplate::parse("a\r\nX-Evil: 1").is_err());
+        assert!(HeaderTemplate::parse("{unclosed").is_err());
+        assert!(HeaderTemplate::parse("{bad-name}").is_err());
+        assert!(HeaderTemplate::parse("lone }").is_err());
+    }
+
+    #[test]
+    fn rendered_field_with_line_break_is_refused() {
+        let template = HeaderTemplate::parse("{token}").unwrap();
+        assert!(template.render(|_| Some("abc\r\nX-Evil: 1")).is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! authrelay: an authenticating reverse proxy.
+
+pub mod config;
+pub mod secret;
