@@ -1,0 +1,177 @@
+//! Step 2 of the request path: put the route's credentials on the request.
+//!
+//! `Credentials` holds one source per provider: a static token, or a [`TokenCache`] fed by the
+//! provider's token endpoint. `authorize` writes `Authorization` and the route's header templates.
+
+mod cache;
+mod grant;
+mod token;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::config::{Config, GrantConfig, RouteConfig};
+use crate::trust;
+
+pub use cache::{CacheError, Lookup, TokenCache};
+pub use grant::{GrantError, TokenClient, retry_after};
+pub use token::{AccessToken, LifetimeSource, TokenResponseError};
+
+/// Where each provider's token comes from.
+pub struct Credentials {
+    sources: HashMap<String, Source>,
+}
+
+enum Source {
+    Static(Arc<AccessToken>),
+    Endpoint(Arc<TokenCache>),
+}
+
+/// Why a request cannot be given credentials. Carries the provider name, never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredentialError {
+    #[error("provider {provider}: {error}; no token is requested until the configuration changes")]
+    Rejected { provider: String, error: GrantError },
+    #[error("provider {provider}: {error}")]
+    Unavailable {
+        provider: String,
+        error: GrantError,
+        retry_after: Duration,
+    },
+    /// A header template rendered to an invalid value (a token-response field with a line break).
+    #[error("provider {provider}: header {header} cannot be built from the token response")]
+    BadHeader { provider: String, header: String },
+}
+
+/// Why the credential sources could not be built from a config.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialSetupError {
+    #[error("providers.{provider}: {error}")]
+    Tls {
+        provider: String,
+        #[source]
+        error: trust::TrustError,
+    },
+    #[error("providers.{provider}: token HTTP client: {error}")]
+    Client {
+        provider: String,
+        #[source]
+        error: reqwest::Error,
+    },
+    #[error("providers.{provider}.token: {error}")]
+    StaticToken {
+        provider: String,
+        #[source]
+        error: TokenResponseError,
+    },
+}
+
+// === impl Credentials ===
+
+impl Credentials {
+    /// One source per provider of `config`; token endpoints are not contacted until first use.
+    pub fn build(config: &Config) -> Result<Credentials, CredentialSetupError> {
+        let mut sources = HashMap::new();
+        for (name, provider) in &config.providers {
+            let source = match &provider.grant {
+                GrantConfig::Static { token } => {
+                    // A static token never expires on our side; the vendor's 401 tells otherwise.
+                    let token = AccessToken::new(
+                        token.clone(),
+                        &provider.scheme,
+                        Duration::MAX / 4,
+                        Default::default(),
+                    )
+                    .map_err(|error| CredentialSetupError::StaticToken {
+                        provider: name.clone(),
+                        error,
+                    })?;
+                    Source::Static(Arc::new(token))
+                }
+                GrantConfig::ClientCredentials(endpoint) => {
+                    let tls = trust::client_config(provider.ca.as_ref()).map_err(|error| {
+                        CredentialSetupError::Tls {
+                            provider: name.clone(),
+                            error,
+                        }
+                    })?;
+                    let client =
+                        TokenClient::new(tls).map_err(|error| CredentialSetupError::Client {
+                            provider: name.clone(),
+                            error,
+                        })?;
+                    let cache = TokenCache::new(Arc::clone(provider), endpoint.clone(), client);
+                    Source::Endpoint(Arc::new(cache))
+                }
+            };
+            sources.insert(name.clone(), source);
+        }
+        Ok(Credentials { sources })
+    }
+
+    /// Sets `Authorization` and the route's headers on `headers`; returns the token used, so a 401
+    /// can invalidate exactly that one.
+    pub async fn authorize(
+        &self,
+        route: &RouteConfig,
+        headers: &mut HeaderMap,
+    ) -> Result<Arc<AccessToken>, CredentialError> {
+        let token = self.token(&route.provider).await?;
+        headers.insert(AUTHORIZATION, token.authorization().clone());
+        for (name, template) in &route.headers {
+            let value = template.render(|field| token.field(field)).map_err(|_| {
+                CredentialError::BadHeader {
+                    provider: route.provider.clone(),
+                    header: name.to_string(),
+                }
+            })?;
+            headers.insert(name.clone(), value);
+        }
+        Ok(token)
+    }
+
+    /// A valid token for `provider`.
+    pub async fn token(&self, provider: &str) -> Result<Arc<AccessToken>, CredentialError> {
+        match self.sources.get(provider) {
+            Some(Source::Static(token)) => Ok(Arc::clone(token)),
+            Some(Source::Endpoint(cache)) => {
+                cache
+                    .get()
+                    .await
+                    .map(|(token, _)| token)
+                    .map_err(|error| match error {
+                        CacheError::Rejected(error) => CredentialError::Rejected {
+                            provider: provider.to_string(),
+                            error,
+                        },
+                        CacheError::Unavailable { error, retry_after } => {
+                            CredentialError::Unavailable {
+                                provider: provider.to_string(),
+                                error,
+                                retry_after,
+                            }
+                        }
+                    })
+            }
+            // Config validation guarantees every route's provider exists.
+            None => Err(CredentialError::Unavailable {
+                provider: provider.to_string(),
+                error: GrantError::Transient {
+                    reason: "unknown provider".into(),
+                },
+                retry_after: Duration::from_secs(60),
+            }),
+        }
+    }
+
+    /// Forgets `used` for `provider` if it is still cached (the vendor answered 401 to it).
+    pub fn invalidate(&self, provider: &str, used: &Arc<AccessToken>) {
+        if let Some(Source::Endpoint(cache)) = self.sources.get(provider) {
+            cache.invalidate(used);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! One cached token per provider: a hit is a lock-free `ArcSwap` load; a miss joins the single
+//! token request in flight or starts it; a token near its expiry is renewed in the background
+//! while it keeps being served.
+//!
+//! A rejected secret blocks the cache until it is rebuilt (new config) — never retried — and
+//! transient failures back off with full jitter, honouring `Retry-After`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio::time::Instant;
+
+use super::grant::{GrantError, TokenClient};
+use super::token::AccessToken;
+use crate::config::{ProviderConfig, TokenEndpoint};
+
+/// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
+const MIN_DEFAULT_MARGIN: Duration = Duration::from_secs(5);
+const MAX_DEFAULT_MARGIN: Duration = Duration::from_secs(300);
+/// Backoff after transient failures: first ceiling and largest ceiling (full jitter below it).
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Even full jitter waits this long, so a failing endpoint sees at most a few requests a second.
+const BACKOFF_FLOOR: Duration = Duration::from_millis(250);
+
+type Flight = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GrantError>>>;
+
+/// The token of one OAuth provider (later: one provider + account).
+pub struct TokenCache {
+    provider: Arc<ProviderConfig>,
+    endpoint: TokenEndpoint,
+    client: TokenClient,
+    current: ArcSwapOption<AccessToken>,
+    /// Held only for a few instructions, never across an await.
+    flight: Mutex<FlightState>,
+}
+
+#[derive(Default)]
+struct FlightState {
+    running: Option<Flight>,
+    blocked: Option<Blocked>,
+    consecutive_failures: u32,
+}
+
+enum Blocked {
+    /// The vendor rejected the credentials: no request until the cache is rebuilt.
+    Rejected(GrantError),
+    /// Transient failure: no request before `until`.
+    BackingOff { until: Instant, error: GrantError },
+}
+
+/// Why the cache has no token for a caller right now.
+#[derive(Debug, Clone)]
+pub enum CacheError {
+    /// The credentials were rejected; nothing is tried until the config changes.
+    Rejected(GrantError),
+    /// The last attempt failed; the next is allowed after `retry_after`.
+    Unavailable {
+        error: GrantError,
+        retry_after: Duration,
+    },
+}
+
+/// How a token was served, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    /// Served while a background renewal was started.
+    EarlyRenewal,
+    Miss,
+}
+
+enum Joined {
+    Ready(Arc<AccessToken>),
+    Wait(Flight),
+}
+
+// === impl TokenCache ===
+
+impl TokenCache {
+    pub fn new(
+        provider: Arc<ProviderConfig>,
+        endpoint: TokenEndpoint,
+        client: TokenClient,
+    ) -> Self {
+        Self {
+            provider,
+            endpoint,
+            client,
+            current: ArcSwapOption::empty(),
+            flight: Mutex::new(FlightState::default()),
+        }
+    }
+
+    /// A token valid now: cached, or obtained by the one request in flight.
+    pub async fn get(self: &Arc<Self>) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
+        let now = Instant::now();
+        if let Some(token) = self.current.load_full() {
+            let remaining = token.remaining(now);
+            if remaining > self.renewal_margin(&token) {
+                return Ok((token, Lookup::Hit));
+            }
+            if !remaining.is_zero() {
+                // Start (or join) a renewal without waiting for it; failures only delay the next one.
+                let _ = self.join_or_start(now);
+                return Ok((token, Lookup::EarlyRenewal));
+            }
+        }
+        match self.join_or_start(now)? {
+            Joined::Ready(token) => Ok((token, Lookup::Hit)),
+            Joined::Wait(flight) => match flight.await {
+                Ok(token) => Ok((token, Lookup::Miss)),
+                Err(_) => Err(self.blocked_error(Instant::now())),
+            },
+        }
+    }
+
+    /// Forgets `used` if it is still the cached token (a vendor answered 401 to it). A newer token,
+    /// already fetched by another request's invalidation, stays.
+    pub fn invalidate(&self, used: &Arc<AccessToken>) {
+        let expected = Some(Arc::clone(used));
+        self.current
+            .compare_and_swap(&expected, None::<Arc<AccessToken>>);
+    }
+
+    /// The token currently cached, valid or not.
+    pub fn current(&self) -> Option<Arc<AccessToken>> {
+        self.current.load_full()
+    }
+
+    fn renewal_margin(&self, token: &AccessToken) -> Duration {
+        let margin = self
+            .provider
+            .refresh_before
+            .unwrap_or_else(|| (token.lifetime / 10).clamp(MIN_DEFAULT_MARGIN, MAX_DEFAULT_MARGIN));
+        // A margin as long as the lifetime would make every request a miss.
+        margin.min(token.lifetime / 2)
+    }
+
+    fn join_or_start(self: &Arc<Self>, now: Instant) -> Result<Joined, CacheError> {
+        let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = &state.running {
+            return Ok(Joined::Wait(flight.clone()));
+        }
+        match &state.blocked {
+            Some(Blocked::Rejected(error)) => return Err(CacheError::Rejected(error.clone())),
+            Some(Blocked::BackingOff { until, error }) if *until > now => {
+                return Err(CacheError::Unavailable {
+                    error: error.clone(),
+                    retry_after: *until - now,
+                });
+            }
+            _ => {}
+        }
+        // A flight may have finished between the caller's cache check and this lock.
+        if let Some(token) = self.current.load_full()
+            && token.remaining(now) > self.renewal_margin(&token)
+        {
+            return Ok(Joined::Ready(token));
+        }
+        let cache = Arc::clone(self);
+        // Spawned so that the request completes (and is cached) even if every waiter goes away.
+        let task = tokio::spawn(async move {
+            let result = cache
+                .client
+                .client_credentials(&cache.provider, &cache.endpoint)
+                .await
+                .map(Arc::new);
+            cache.finish(&result);
+            result
+        });
+        let flight = async move {
+            task.await.unwrap_or_else(|_| {
+                Err(GrantError::Transient {
+                    reason: "the token request task ended abnormally".into(),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        state.running = Some(flight.clone());
+        Ok(Joined::Wait(flight))
+    }
+
+    fn finish(&self, result: &Result<Arc<AccessToken>, GrantError>) {
+        let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(token) => {
+                // Stored before `running` is cleared, so no caller can miss both.
+                self.current.store(Some(Arc::clone(token)));
+                state.blocked = None;
+                state.consecutive_failures = 0;
+                tracing::debug!(provider = %self.provider.name, lifetime = ?token.lifetime, "token obtained");
+            }
+            Err(error @ GrantError::Rejected { .. }) => {
+                tracing::error!(provider = %self.provider.name, %error, "credentials rejected; no further token request until the configuration changes");
+                state.blocked = Some(Blocked::Rejected(error.clone()));
+            }
+            Err(error) => {
+                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                let delay = backoff(state.consecutive_failures, error);
+                tracing::warn!(provider = %self.provider.name, %error, retry_in = ?delay, "token request failed");
+                state.blocked = Some(Blocked::BackingOff {
+                    until: Instant::now() + delay,
+                    error: error.clone(),
+                });
+            }
+        }
+        state.running = None;
+    }
+
+    fn blocked_error(&self, now: Instant) -> CacheError {
+        let state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        match &state.blocked {
+            Some(Blocked::Rejected(error)) => CacheError::Rejected(error.clone()),
+            Some(Blocked::BackingOff { until, error }) => CacheError::Unavailable {
+                error: error.clone(),
+                retry_after: until.saturating_duration_since(now),
+            },
+            None => CacheError::Unavailable {
+                error: GrantError::Transient {
+                    reason: "the token request did not complete".into(),
+                },
+                retry_after: BACKOFF_FLOOR,
+            },
+        }
+    }
+}
+
+/// Full-jitter exponential backoff, never shorter than the vendor's `Retry-After`.
+fn backoff(failures: u32, error: &GrantError) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    let jittered = ceiling.mul_f64(random_unit()).max(BACKOFF_FLOOR);
+    match error {
+        GrantError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } => jittered.max(*wait),
+        _ => jittered,
+    }
+}
+
+/// A uniform number in [0, 1).
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return 1.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_honours_retry_after() {
+        let transient = GrantError::Transient { reason: "x".into() };
+        for failures in 1..40 {
+            let delay = backoff(failures, &transient);
+            assert!(
+                delay >= BACKOFF_FLOOR && delay <= BACKOFF_CAP,
+                "{failures}: {delay:?}"
+            );
+        }
+        let limited = GrantError::RateLimited {
+            status: 429,
+            retry_after: Some(Duration::from_secs(90)),
+        };
+        assert!(backoff(1, &limited) >= Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,112 @@
+//! The `authrelay` command: parse flags, set up logging, load the config, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use authrelay::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "authrelay",
+    version,
+    about = "An authenticating reverse proxy for OAuth 2.0 partner APIs"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every listener of the config until ctrl-c or SIGTERM.
+    Run {
+        #[arg(long, short, default_value = "proxy.yaml", env = "AUTHRELAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config and print every problem; exit 0 when it is valid.
+    Check {
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => exit(serve(&config)),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listeners, {} providers, {} routes)",
+                path.display(),
+                config.listeners.len(),
+                config.providers.len(),
+                config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in errors.iter() {
+                eprintln!("{}: {error}", path.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config =
+        Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
+    runtime()?.block_on(authrelay::run(config, authrelay::shutdown::signal()))?;
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("authrelay: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    // Dependencies stay at warn even when authrelay logs debug: hyper and rustls TRACE output
+    // can include header bytes.
+    let filter = EnvFilter::try_from_env("AUTHRELAY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,authrelay=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

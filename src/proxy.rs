@@ -1,0 +1,186 @@
+//! The request path, and the only place its steps meet:
+//! route -> credential -> upstream -> response (or [`ProxyError::into_response`]).
+
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::config::RouteConfig;
+use crate::route::{RouteRequest, normalize_path, request_host, upstream_path_and_query};
+use crate::state::{SharedState, State};
+use crate::upstream::{ProxyBody, strip_hop_by_hop};
+
+pub use error::{ProxyError, RELAY_ERROR_HEADER};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Handles caller requests against the live state.
+#[derive(Clone)]
+pub struct Proxy {
+    state: SharedState,
+}
+
+/// What the listener knows about the caller's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// `http` or `https`: how the caller reached authrelay.
+    pub scheme: &'static str,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+
+    /// Answers one caller request; never fails (errors become authrelay's own responses).
+    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+        // In-flight requests finish on the state they started with, whatever a reload does.
+        let state = self.state.load_full();
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let method = parts.method.clone();
+        let (route, result) = match match_route(&state, &parts) {
+            Ok((route, path)) => {
+                let result = forward(&state, &route, &path, parts, body, peer).await;
+                (Some(route), result)
+            }
+            Err(error) => (None, Err(error)),
+        };
+        let response = result.unwrap_or_else(|error| {
+            tracing::debug!(%error, "answered by the proxy");
+            error.into_response()
+        });
+        tracing::info!(
+            target: "authrelay::access",
+            route = route.as_ref().map_or("-", |route| route.name.as_str()),
+            %method,
+            status = response.status().as_u16(),
+            relay_error = response.headers().get(RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok()),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+        response
+    }
+}
+
+/// Step 1: the route, chosen on the normalized path, which is also the path forwarded.
+fn match_route(state: &State, parts: &Parts) -> Result<(Arc<RouteConfig>, String), ProxyError> {
+    let path = normalize_path(parts.uri.path()).ok_or(ProxyError::BadPath)?;
+    let host_header = parts
+        .headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok());
+    let route = state.routes.match_request(RouteRequest {
+        method: &parts.method,
+        host: request_host(&parts.uri, host_header),
+        absolute_form: is_absolute_form(parts),
+        path: &path,
+    })?;
+    Ok((Arc::clone(route), path))
+}
+
+/// Steps 2 to 4: credentials, upstream, response.
+async fn forward(
+    state: &State,
+    route: &RouteConfig,
+    path: &str,
+    mut parts: Parts,
+    body: Incoming,
+    peer: Peer,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if declared_length(&parts.headers)
+        .is_some_and(|length| route.max_body.is_some_and(|max| length > max))
+    {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let upstream_uri = upstream_uri(route, path, parts.uri.query())?;
+    let host_header = parts
+        .headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok());
+    let original_host = host_header
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    rewrite_headers(&mut parts.headers, peer, original_host.as_deref());
+
+    // 2. Credentials, injected after the caller's hop-by-hop headers were stripped.
+    state
+        .credentials
+        .authorize(route, &mut parts.headers)
+        .await?;
+
+    // 3. Upstream. The client picks HTTP/1.1 or HTTP/2 from ALPN, whatever the caller spoke.
+    parts.uri = upstream_uri;
+    parts.version = Version::HTTP_11;
+    let body = match route.max_body {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+        None => body.map_err(Into::into).boxed(),
+    };
+    let response = state
+        .upstream
+        .send(route, Request::from_parts(parts, body))
+        .await?;
+
+    // 4. Response, streamed back as it arrives.
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed(),
+    ))
+}
+
+/// An HTTP/1 request whose target names a scheme and host: the caller uses authrelay as its
+/// `HTTP_PROXY`. (HTTP/2 requests always carry an authority; it plays the `Host` header's part.)
+fn is_absolute_form(parts: &Parts) -> bool {
+    parts.version < Version::HTTP_2 && parts.uri.scheme().is_some()
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    Uri::builder()
+        .scheme(route.upstream.scheme.clone())
+        .authority(route.upstream.authority.clone())
+        .path_and_query(upstream_path_and_query(route, path, query))
+        .build()
+        .map_err(|_| ProxyError::BadPath)
+}
+
+/// Drops what belongs to the caller's hop or is the proxy's to say, then states where the
+/// request came from. `Host` is left to the client, which sets it from the upstream URI.
+fn rewrite_headers(headers: &mut HeaderMap, peer: Peer, original_host: Option<&str>) {
+    strip_hop_by_hop(headers);
+    for name in [
+        AUTHORIZATION,
+        HOST,
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        FORWARDED,
+    ] {
+        headers.remove(name);
+    }
+    let client_ip = HeaderValue::from_str(&peer.addr.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    headers.insert(X_FORWARDED_FOR, client_ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
+    if let Some(value) = original_host.and_then(|host| HeaderValue::from_str(host).ok()) {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
+}

@@ -1,0 +1,137 @@
+//! Every answer authrelay produces itself: status, `X-Relay-Error` code and JSON body, decided once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::credential::CredentialError;
+use crate::route::NoRoute;
+use crate::upstream::{ProxyBody, UpstreamError};
+
+/// Header naming the proxy's own error code, so callers can tell it from the vendor's answers.
+pub const RELAY_ERROR_HEADER: &str = "x-relay-error";
+
+/// A request that authrelay answers itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("CONNECT and TRACE are not served")]
+    MethodNotAllowed,
+    #[error("the request target is not a valid path")]
+    BadPath,
+    #[error("the request body is larger than this route allows")]
+    BodyTooLarge,
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The stable code sent in `X-Relay-Error` and the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::BadPath => "bad_request",
+            ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
+                "body_too_large"
+            }
+            ProxyError::Credential(CredentialError::Rejected { .. }) => "credentials_rejected",
+            ProxyError::Credential(CredentialError::Unavailable { .. }) => "token_unavailable",
+            ProxyError::Credential(CredentialError::BadHeader { .. }) => "bad_token_response",
+            ProxyError::Upstream(UpstreamError::Connect(_)) => "upstream_unreachable",
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
+            ProxyError::Upstream(UpstreamError::Exchange(_)) => "upstream_error",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BadPath => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Connect(_) | UpstreamError::Exchange(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// Seconds a caller should wait before trying again, when waiting can help.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            // Nothing changes until an operator fixes the secret; ask for a long pause.
+            ProxyError::Credential(CredentialError::Rejected { .. }) => {
+                Some(Duration::from_secs(300))
+            }
+            ProxyError::Credential(CredentialError::Unavailable { retry_after, .. }) => {
+                Some(*retry_after)
+            }
+            ProxyError::Credential(CredentialError::BadHeader { .. }) => {
+                Some(Duration::from_secs(60))
+            }
+            _ => None,
+        }
+    }
+
+    fn provider(&self) -> Option<&str> {
+        match self {
+            ProxyError::Credential(
+                CredentialError::Rejected { provider, .. }
+                | CredentialError::Unavailable { provider, .. }
+                | CredentialError::BadHeader { provider, .. },
+            ) => Some(provider),
+            _ => None,
+        }
+    }
+
+    /// The answer to the caller. The message is this error's `Display`, which never holds a
+    /// secret: grant errors carry only statuses and OAuth error codes.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let Some(provider) = self.provider() {
+            body["provider"] = provider.into();
+        }
+        let mut response = Response::new(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(RELAY_ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if let Some(wait) = self.retry_after() {
+            // Round up: "0" would invite an immediate retry that is sure to fail.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if matches!(self, ProxyError::MethodNotAllowed) {
+            headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+impl From<NoRoute> for ProxyError {
+    fn from(no_route: NoRoute) -> Self {
+        match no_route {
+            NoRoute::NotFound => ProxyError::NoRoute,
+            NoRoute::MethodRefused => ProxyError::MethodNotAllowed,
+        }
+    }
+}

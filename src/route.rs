@@ -1,0 +1,192 @@
+//! Step 1 of the request path: which route takes a request, and what path it forwards.
+//!
+//! Matching runs on the normalized path (dot segments resolved, empty segments dropped), never on
+//! the query, and the normalized path is also what is forwarded, so the upstream cannot be made to
+//! see a different path than the one that chose the route.
+
+use std::sync::Arc;
+
+use http::{Method, Uri};
+
+use crate::config::RouteConfig;
+
+/// All routes of one configuration, ready to match.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Arc<RouteConfig>>,
+}
+
+/// The parts of a request that routing looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    pub method: &'a Method,
+    /// Host name without port, from the absolute-form authority or the `Host` header.
+    pub host: Option<&'a str>,
+    /// True for an HTTP/1 absolute-form target (`GET http://host/...`): a proxy-style request.
+    pub absolute_form: bool,
+    /// The normalized path (see [`normalize_path`]).
+    pub path: &'a str,
+}
+
+/// Why a request found no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoute {
+    /// Nothing takes this host and path.
+    NotFound,
+    /// CONNECT or TRACE: never routed, whatever the target.
+    MethodRefused,
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    pub fn new(routes: impl IntoIterator<Item = RouteConfig>) -> Self {
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The most specific route for the request: longest path prefix, then a route naming the host
+    /// over one that does not, then file order. An absolute-form request only matches routes whose
+    /// `host` is its authority, so authrelay is never an open proxy.
+    pub fn match_request(&self, request: RouteRequest<'_>) -> Result<&Arc<RouteConfig>, NoRoute> {
+        if request.method == Method::CONNECT || request.method == Method::TRACE {
+            return Err(NoRoute::MethodRefused);
+        }
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| matches(route, &request))
+            .max_by_key(|(index, route)| {
+                let specificity = (
+                    route.matcher.path_prefix.len(),
+                    route.matcher.host.is_some(),
+                );
+                // max_by_key keeps the last maximum; the reversed index makes the first one win.
+                (specificity, std::cmp::Reverse(*index))
+            })
+            .map(|(_, route)| route)
+            .ok_or(NoRoute::NotFound)
+    }
+}
+
+fn matches(route: &RouteConfig, request: &RouteRequest<'_>) -> bool {
+    let matcher = &route.matcher;
+    let host_ok = match (&matcher.host, request.host) {
+        (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+        (Some(_), None) => false,
+        (None, _) => !request.absolute_form,
+    };
+    let method_ok = matcher
+        .methods
+        .as_ref()
+        .is_none_or(|methods| methods.contains(request.method));
+    host_ok && method_ok && prefix_matches(&matcher.path_prefix, request.path)
+}
+
+/// True when `path` is `prefix` or lies below it at a segment boundary (`/a` takes `/a/b`, not `/ab`).
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The path and query to send upstream: base path + (path, without the prefix if stripped) + query.
+/// The query is kept byte for byte.
+pub fn upstream_path_and_query(route: &RouteConfig, path: &str, query: Option<&str>) -> String {
+    let mut rest = path;
+    if route.strip_prefix && route.matcher.path_prefix != "/" {
+        rest = path
+            .strip_prefix(route.matcher.path_prefix.as_str())
+            .unwrap_or(path);
+    }
+    let base = route.upstream.base_path.as_str();
+    let mut target =
+        String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    target.push_str(base);
+    if rest.is_empty() || !rest.starts_with('/') {
+        target.push('/');
+    }
+    target.push_str(rest);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    target
+}
+
+/// Resolves `.` and `..` segments (also percent-encoded as `%2e`) and drops empty segments, keeping
+/// a trailing `/`. Returns `None` when `..` would climb above the root.
+pub fn normalize_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match classify(segment) {
+            Segment::Empty | Segment::Current => {}
+            Segment::Parent => {
+                segments.pop()?;
+            }
+            Segment::Name => segments.push(segment),
+        }
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in &segments {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    let ends_with_slash = path.ends_with('/')
+        || matches!(
+            classify(last_segment(path)),
+            Segment::Current | Segment::Parent
+        );
+    if normalized.is_empty() || ends_with_slash {
+        normalized.push('/');
+    }
+    Some(normalized)
+}
+
+enum Segment {
+    Empty,
+    Current,
+    Parent,
+    Name,
+}
+
+fn classify(segment: &str) -> Segment {
+    let lower = segment.to_ascii_lowercase();
+    match lower.as_str() {
+        "" => Segment::Empty,
+        "." | "%2e" => Segment::Current,
+        ".." | "%2e%2e" | ".%2e" | "%2e." => Segment::Parent,
+        _ => Segment::Name,
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+/// The host a request names: the absolute-form or HTTP/2 authority, else the `Host` header;
+/// without port, lower-cased by the caller's comparison.
+pub fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a str>) -> Option<&'a str> {
+    let authority = uri.authority().map(|a| a.host()).or_else(|| {
+        host_header.map(|h| {
+            // `[::1]:8080` keeps its brackets in Uri::host; do the same here.
+            match h.rfind(':') {
+                Some(colon) if !h[colon..].contains(']') => &h[..colon],
+                _ => h,
+            }
+        })
+    })?;
+    (!authority.is_empty()).then_some(authority)
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;

@@ -1,0 +1,163 @@
+use std::time::Duration;
+
+use super::*;
+use crate::config::{RouteMatch, UpstreamUrl};
+
+fn route(
+    name: &str,
+    prefix: &str,
+    host: Option<&str>,
+    methods: Option<Vec<Method>>,
+) -> RouteConfig {
+    RouteConfig {
+        name: name.into(),
+        matcher: RouteMatch {
+            path_prefix: prefix.into(),
+            host: host.map(Into::into),
+            methods,
+        },
+        strip_prefix: false,
+        upstream: UpstreamUrl {
+            scheme: http::uri::Scheme::HTTPS,
+            authority: "api.example.com".parse().unwrap(),
+            base_path: String::new(),
+        },
+        provider: "p".into(),
+        headers: Vec::new(),
+        max_body: None,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn origin<'a>(method: &'a Method, path: &'a str) -> RouteRequest<'a> {
+    RouteRequest {
+        method,
+        host: Some("127.0.0.1"),
+        absolute_form: false,
+        path,
+    }
+}
+
+fn table() -> RouteTable {
+    RouteTable::new([
+        route("root", "/", None, None),
+        route("a", "/a", None, None),
+        route("ab", "/a/b", None, None),
+        route("a-host", "/a", Some("vendor.example"), None),
+        route("get-only", "/g", None, Some(vec![Method::GET])),
+    ])
+}
+
+fn name(result: Result<&Arc<RouteConfig>, NoRoute>) -> Result<&str, NoRoute> {
+    result.map(|route| route.name.as_str())
+}
+
+#[test]
+fn longest_prefix_wins_at_segment_boundaries() {
+    let table = table();
+    let get = Method::GET;
+    assert_eq!(name(table.match_request(origin(&get, "/a/b/c"))), Ok("ab"));
+    assert_eq!(name(table.match_request(origin(&get, "/a/bc"))), Ok("a"));
+    assert_eq!(name(table.match_request(origin(&get, "/a"))), Ok("a"));
+    assert_eq!(name(table.match_request(origin(&get, "/ab"))), Ok("root"));
+}
+
+#[test]
+fn host_specific_route_beats_a_hostless_one() {
+    let table = table();
+    let get = Method::GET;
+    let request = RouteRequest {
+        host: Some("vendor.example"),
+        ..origin(&get, "/a/x")
+    };
+    assert_eq!(name(table.match_request(request)), Ok("a-host"));
+    let request = RouteRequest {
+        host: Some("VENDOR.example"),
+        ..origin(&get, "/a/x")
+    };
+    assert_eq!(name(table.match_request(request)), Ok("a-host"));
+}
+
+#[test]
+fn absolute_form_matches_only_routes_naming_its_host() {
+    let table = table();
+    let get = Method::GET;
+    let to_vendor = RouteRequest {
+        host: Some("vendor.example"),
+        absolute_form: true,
+        ..origin(&get, "/a/x")
+    };
+    assert_eq!(name(table.match_request(to_vendor)), Ok("a-host"));
+    let elsewhere = RouteRequest {
+        host: Some("evil.example"),
+        absolute_form: true,
+        ..origin(&get, "/a/x")
+    };
+    assert_eq!(name(table.match_request(elsewhere)), Err(NoRoute::NotFound));
+}
+
+#[test]
+fn methods_filter_and_connect_trace_never_route() {
+    let table = table();
+    assert_eq!(
+        name(table.match_request(origin(&Method::GET, "/g/1"))),
+        Ok("get-only")
+    );
+    assert_eq!(
+        name(table.match_request(origin(&Method::POST, "/g/1"))),
+        Ok("root")
+    );
+    assert_eq!(
+        name(table.match_request(origin(&Method::CONNECT, "/a"))),
+        Err(NoRoute::MethodRefused)
+    );
+    assert_eq!(
+        name(table.match_request(origin(&Method::TRACE, "/a"))),
+        Err(NoRoute::MethodRefused)
+    );
+}
+
+#[test]
+fn paths_are_normalized_before_matching() {
+    assert_eq!(normalize_path("/a/./b//c/").as_deref(), Some("/a/b/c/"));
+    assert_eq!(normalize_path("/a/../b").as_deref(), Some("/b"));
+    assert_eq!(normalize_path("/a/%2E%2e/b").as_deref(), Some("/b"));
+    assert_eq!(normalize_path("/a/b/..").as_deref(), Some("/a/"));
+    assert_eq!(normalize_path("/").as_deref(), Some("/"));
+    assert_eq!(normalize_path("/.."), None);
+    assert_eq!(normalize_path("a/b"), None);
+}
+
+#[test]
+fn upstream_target_joins_base_path_and_keeps_query_bytes() {
+    let mut r = route("a", "/crossbeam", None, None);
+    r.upstream.base_path = "/v1".into();
+    assert_eq!(
+        upstream_path_and_query(&r, "/crossbeam/partners", Some("a=%20&b")),
+        "/v1/crossbeam/partners?a=%20&b"
+    );
+    r.strip_prefix = true;
+    assert_eq!(
+        upstream_path_and_query(&r, "/crossbeam/partners", None),
+        "/v1/partners"
+    );
+    assert_eq!(upstream_path_and_query(&r, "/crossbeam", None), "/v1/");
+    r.upstream.base_path = String::new();
+    assert_eq!(upstream_path_and_query(&r, "/crossbeam", Some("")), "/?");
+}
+
+#[test]
+fn request_host_drops_the_port() {
+    let uri: Uri = "/x".parse().unwrap();
+    assert_eq!(
+        request_host(&uri, Some("example.com:8080")),
+        Some("example.com")
+    );
+    assert_eq!(request_host(&uri, Some("[::1]:8080")), Some("[::1]"));
+    assert_eq!(request_host(&uri, Some("[::1]")), Some("[::1]"));
+    let absolute: Uri = "http://Vendor.example:80/x".parse().unwrap();
+    assert_eq!(
+        request_host(&absolute, Some("other")),
+        Some("Vendor.example")
+    );
+}

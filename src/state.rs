@@ -1,0 +1,47 @@
+//! Everything a request needs from one configuration, built whole and swapped whole.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::credential::{CredentialSetupError, Credentials};
+use crate::route::RouteTable;
+use crate::trust::TrustError;
+use crate::upstream::Upstream;
+
+/// One configuration, ready to serve. Immutable; a reload builds a new one.
+pub struct State {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub credentials: Credentials,
+    pub upstream: Upstream,
+}
+
+/// The live state, read by every request and replaced in one store.
+pub type SharedState = Arc<ArcSwap<State>>;
+
+/// Why a validated config could not become a state (TLS roots, HTTP clients).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialSetupError),
+    #[error("upstream TLS: {0}")]
+    Upstream(#[from] TrustError),
+}
+
+// === impl State ===
+
+impl State {
+    pub fn build(config: Config) -> Result<State, StateError> {
+        let credentials = Credentials::build(&config)?;
+        let upstream = Upstream::build(&config)?;
+        let routes = RouteTable::new(config.routes.iter().cloned());
+        Ok(State {
+            config: Arc::new(config),
+            routes,
+            credentials,
+            upstream,
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Step 3 of the request path: send the request to the vendor and hand back its streaming response.
+//!
+//! One pooled hyper-util client per TLS profile (the OS roots, or the OS roots plus a provider's
+//! `ca`), HTTP/1.1 or HTTP/2 by ALPN, plain `http://` allowed. Bodies are never buffered here.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, RouteConfig};
+use crate::trust::{self, TrustError};
+
+/// The body type on both sides of the proxy.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled connections close after this; vendors' load balancers drop them around 60 s.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+const POOL_MAX_IDLE_PER_HOST: usize = 256;
+
+/// Hop-by-hop headers of RFC 9110 section 7.6.1, plus the proxy ones that concern only this hop.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Pooled clients to the upstreams of one configuration.
+pub struct Upstream {
+    default: HttpsClient,
+    /// Providers with their own `ca` get their own pool.
+    by_provider: HashMap<String, HttpsClient>,
+}
+
+/// Why the upstream gave no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to the upstream")]
+    Connect(#[source] BoxError),
+    #[error("the upstream sent no response headers within {0:?}")]
+    Timeout(Duration),
+    #[error("the request body is larger than the route allows")]
+    BodyTooLarge,
+    #[error("the upstream exchange failed")]
+    Exchange(#[source] BoxError),
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub fn build(config: &Config) -> Result<Upstream, TrustError> {
+        let default = client(trust::client_config(None)?);
+        let mut by_provider = HashMap::new();
+        for (name, provider) in &config.providers {
+            if let Some(ca) = &provider.ca {
+                by_provider.insert(name.clone(), client(trust::client_config(Some(ca))?));
+            }
+        }
+        Ok(Upstream {
+            default,
+            by_provider,
+        })
+    }
+
+    /// Sends `request` (already rewritten and authorized) and waits for the response headers
+    /// at most the route's `timeout`. Redirects come back as they are.
+    pub async fn send(
+        &self,
+        route: &RouteConfig,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let client = self
+            .by_provider
+            .get(&route.provider)
+            .unwrap_or(&self.default);
+        match tokio::time::timeout(route.timeout, client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(route.timeout)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if caused_by_body_limit(&error) => Err(UpstreamError::BodyTooLarge),
+            Ok(Err(error)) if error.is_connect() => Err(UpstreamError::Connect(error.into())),
+            Ok(Err(error)) => Err(UpstreamError::Exchange(error.into())),
+        }
+    }
+}
+
+fn client(tls: rustls::ClientConfig) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .timer(TokioTimer::new())
+        .build(https)
+}
+
+fn caused_by_body_limit(error: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Removes the headers that concern only one hop: every name listed in `Connection`, then the
+/// fixed hop-by-hop set. Runs before credentials are injected, so `Connection: Authorization`
+/// cannot remove the injected header.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // `Upgrade` is hop-by-hop too; authrelay does not tunnel protocol switches.
+    headers.remove(header::UPGRADE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_listed_and_fixed_hop_by_hop_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            "keep-alive, X-Secret-Hop, authorization".parse().unwrap(),
+        );
+        headers.insert("x-secret-hop", "1".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Bearer caller".parse().unwrap());
+        headers.insert(header::TE, "trailers".parse().unwrap());
+        headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+        headers.insert(header::PROXY_AUTHORIZATION, "Basic x".parse().unwrap());
+        headers.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+}
