@@ -21,6 +21,10 @@ pub use cache::{CacheError, Lookup, TokenCache};
 pub use grant::{GrantError, TokenClient, retry_after};
 pub use token::{AccessToken, LifetimeSource, TokenResponseError};
 
+/// A static token never expires on our side (the vendor's 401 says otherwise); a century stands
+/// for "never" without overflowing `Instant`.
+const STATIC_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Where each provider's token comes from.
 pub struct Credentials {
     sources: HashMap<String, Source>,
@@ -79,11 +83,10 @@ impl Credentials {
         for (name, provider) in &config.providers {
             let source = match &provider.grant {
                 GrantConfig::Static { token } => {
-                    // A static token never expires on our side; the vendor's 401 tells otherwise.
                     let token = AccessToken::new(
                         token.clone(),
                         &provider.scheme,
-                        Duration::MAX / 4,
+                        (STATIC_LIFETIME, LifetimeSource::Static),
                         Default::default(),
                     )
                     .map_err(|error| CredentialSetupError::StaticToken {
@@ -165,6 +168,14 @@ impl Credentials {
                 },
                 retry_after: Duration::from_secs(60),
             }),
+        }
+    }
+
+    /// The token cached for `provider`, valid or not; `None` before the first request.
+    pub fn cached(&self, provider: &str) -> Option<Arc<AccessToken>> {
+        match self.sources.get(provider)? {
+            Source::Static(token) => Some(Arc::clone(token)),
+            Source::Endpoint(cache) => cache.current(),
         }
     }
 

@@ -153,7 +153,6 @@ fn classify(
 ) -> Result<AccessToken, GrantError> {
     match status.as_u16() {
         200..=299 => AccessToken::from_response(body, &provider.scheme, provider.default_ttl)
-            .map(|(token, _)| token)
             .map_err(|error: TokenResponseError| GrantError::Transient {
                 reason: error.to_string(),
             }),

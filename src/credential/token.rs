@@ -24,6 +24,8 @@ pub struct AccessToken {
     pub expires_at: Instant,
     /// How long it lived when issued.
     pub lifetime: Duration,
+    /// Which part of the token response gave the lifetime.
+    pub lifetime_source: LifetimeSource,
     /// Token-response fields other than `access_token` (`scope`, `xref_account_id`), for header templates.
     fields: BTreeMap<String, String>,
 }
@@ -39,9 +41,11 @@ pub enum TokenResponseError {
     UnsendableToken,
 }
 
-/// Where a token's lifetime came from, for tests and logs.
+/// Where a token's lifetime came from, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifetimeSource {
+    /// A static token: no lifetime of its own.
+    Static,
     ExpiresIn,
     JwtExp,
     Default,
@@ -54,7 +58,7 @@ impl AccessToken {
     pub fn new(
         value: Secret,
         scheme: &str,
-        lifetime: Duration,
+        (lifetime, lifetime_source): (Duration, LifetimeSource),
         fields: BTreeMap<String, String>,
     ) -> Result<AccessToken, TokenResponseError> {
         let mut authorization = HeaderValue::from_str(&format!("{scheme} {}", value.expose()))
@@ -65,6 +69,7 @@ impl AccessToken {
             authorization,
             expires_at: Instant::now() + lifetime,
             lifetime,
+            lifetime_source,
             fields,
         })
     }
@@ -75,7 +80,7 @@ impl AccessToken {
         body: &[u8],
         scheme: &str,
         default_ttl: Duration,
-    ) -> Result<(AccessToken, LifetimeSource), TokenResponseError> {
+    ) -> Result<AccessToken, TokenResponseError> {
         let serde_json::Value::Object(object) =
             serde_json::from_slice(body).map_err(|_| TokenResponseError::NotJson)?
         else {
@@ -110,7 +115,7 @@ impl AccessToken {
             },
         };
         let lifetime = lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME);
-        Ok((AccessToken::new(value, scheme, lifetime, fields)?, source))
+        AccessToken::new(value, scheme, (lifetime, source), fields)
     }
 
     /// The `Authorization` header value.
@@ -143,6 +148,7 @@ impl std::fmt::Debug for AccessToken {
             .field("value", &self.value)
             .field("expires_at", &self.expires_at)
             .field("lifetime", &self.lifetime)
+            .field("lifetime_source", &self.lifetime_source)
             .field("fields", &self.fields.keys().collect::<Vec<_>>())
             .finish()
     }

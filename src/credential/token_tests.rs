@@ -17,7 +17,9 @@ fn jwt_expiring_in(secs: u64) -> String {
 }
 
 fn parse(body: &str) -> (AccessToken, LifetimeSource) {
-    AccessToken::from_response(body.as_bytes(), "Bearer", DEFAULT_TTL).unwrap()
+    let token = AccessToken::from_response(body.as_bytes(), "Bearer", DEFAULT_TTL).unwrap();
+    let source = token.lifetime_source;
+    (token, source)
 }
 
 #[test]

@@ -1,0 +1,133 @@
+//! Test harness: authrelay on port 0 with a YAML config, the sandbox vendors as upstream, and an
+//! HTTP client that never uses an environment proxy.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use authrelay::sandbox::{Sandbox, SandboxHandle};
+use authrelay::state::SharedState;
+use authrelay::{Config, Server};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running proxy; dropping it stops the server.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub state: SharedState,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Starts authrelay on `yaml`, where `{sandbox}` stands for the sandbox's base URL.
+    pub async fn start(yaml: &str, sandbox: &SandboxHandle) -> TestProxy {
+        let yaml = yaml.replace("{sandbox}", &sandbox.url());
+        let config = Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_config(config).await
+    }
+
+    pub async fn start_config(config: Config) -> TestProxy {
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let admin = server.admin_addr();
+        let state = server.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        TestProxy { addr, admin, state, stop: Some(stop), task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting and waits for in-flight requests to drain.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("server task");
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn sandbox() -> SandboxHandle {
+    Sandbox::new().start(loopback()).await.expect("sandbox")
+}
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A client that talks to the proxy directly, never through `HTTP_PROXY`.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
+
+/// The sandbox echo of a request, as JSON.
+pub async fn echo(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(response.status(), 200, "expected an echo");
+    response.json().await.expect("echo JSON")
+}
+
+/// All values of header `name` in an echo, in order.
+pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A proxy config fronting the sandbox's vendors with the demo credentials.
+pub const VENDORS_YAML: &str = r#"
+listeners:
+  - bind: 127.0.0.1:0
+admin:
+  bind: 127.0.0.1:0
+providers:
+  cross-river:
+    preset: cross-river
+    token_url: {sandbox}/cross-river/connect/token
+    client_id: cr-demo-client
+    client_secret: cr-demo-secret
+    scopes: [payments.read]
+  cultureamp:
+    preset: cultureamp
+    token_url: {sandbox}/cultureamp/v1/oauth2/token
+    client_id: ca-demo-client
+    client_secret: ca-demo-secret
+    scopes: ["target-entity:8ed17dce-9eca-4383-a9e1-54f82c362b6d:employees-read"]
+  partner:
+    grant: static
+    token: pat-demo-token
+routes:
+  - match: { path_prefix: /cross-river }
+    upstream: {sandbox}/cross-river/api
+    strip_prefix: true
+    provider: cross-river
+    headers:
+      Xbeam-Organization: 02fde942-c7cd-4f12-9d4e-07ee8a57c8c6
+  - match: { path_prefix: /cultureamp }
+    upstream: {sandbox}/cultureamp/v1
+    strip_prefix: true
+    provider: cultureamp
+  - match: { path_prefix: /partner }
+    upstream: {sandbox}/partner/api
+    strip_prefix: true
+    provider: partner
+  - match: { host: api.partner.example }
+    upstream: {sandbox}/partner/api
+    provider: partner
+    name: partner-by-host
+"#;
