@@ -1,4 +1,5 @@
 //! authrelay: an authenticating reverse proxy.
 
 pub mod config;
+pub mod sandbox;
 pub mod secret;
