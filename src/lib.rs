@@ -16,6 +16,7 @@ pub mod config;
 pub mod credential;
 pub mod proxy;
 pub mod route;
+pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

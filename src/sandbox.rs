@@ -1,0 +1,309 @@
+//! The sandbox: the vendors of `VENDORS.md` simulated on loopback, so that tests, the demo and the
+//! benches exercise the same quirks offline. It sits beside the request path, never on it: the
+//! proxy talks to it exactly as it would talk to the real vendors.
+//!
+//! One HTTP server (HTTP/1.1 and h2c on one port); the first path segment names the vendor:
+//!
+//! ```text
+//! POST /cross-river/connect/token        client_secret_post only; three wrong secrets lock the client
+//! GET  /cross-river/api/SignupCard/TestOauth
+//! *    /cross-river/api/...              echo
+//! POST /cultureamp/v1/oauth2/token       Basic or body auth; scope `target-entity:<uuid>:<perms>`
+//! *    /cultureamp/v1/...                echo
+//! POST /generic/oauth/token              Basic, form body or JSON body; records the shape it saw
+//! *    /generic/api/...                  echo
+//! *    /partner/api/...                  echo, static personal access token only
+//! GET  /_sandbox/stats   POST /_sandbox/knobs   POST /_sandbox/revoke
+//! ```
+//!
+//! Under every API prefix, `.../_bytes?n=N`, `.../_status/NNN` and `.../_redirect` answer a
+//! streamed body of N bytes, that status, or a 302 (see `echo.rs`).
+
+mod admin;
+mod api_auth;
+mod cross_river;
+mod cultureamp;
+mod echo;
+mod generic;
+mod reply;
+mod routes;
+mod server;
+mod state;
+mod stats;
+mod token_endpoint;
+mod token_request;
+mod tokens;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::secret::Secret;
+use state::SandboxState;
+pub use stats::{ClientStats, SandboxStats};
+
+/// Demo client id that Cross River accepts out of the box.
+pub const CROSS_RIVER_CLIENT_ID: &str = "cr-demo-client";
+/// Secret of [`CROSS_RIVER_CLIENT_ID`].
+pub const CROSS_RIVER_CLIENT_SECRET: &str = "cr-demo-secret";
+/// Demo client id that Culture Amp accepts out of the box.
+pub const CULTURE_AMP_CLIENT_ID: &str = "ca-demo-client";
+/// Secret of [`CULTURE_AMP_CLIENT_ID`].
+pub const CULTURE_AMP_CLIENT_SECRET: &str = "ca-demo-secret";
+/// Demo client id that the generic OAuth vendor accepts out of the box.
+pub const GENERIC_CLIENT_ID: &str = "gen-demo-client";
+/// Secret of [`GENERIC_CLIENT_ID`].
+pub const GENERIC_CLIENT_SECRET: &str = "gen-demo-secret";
+/// Personal access token that the partner API accepts out of the box.
+pub const PARTNER_PAT: &str = "pat-demo-token";
+
+/// A simulated vendor that issues tokens (the partner API only knows static PATs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    /// Cross River: `/cross-river`.
+    CrossRiver,
+    /// Culture Amp: `/cultureamp`.
+    CultureAmp,
+    /// A standard OAuth 2.0 vendor: `/generic`.
+    Generic,
+}
+
+/// How token responses carry `expires_in`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiresIn {
+    /// `"expires_in": 3600`, as the RFC says.
+    #[default]
+    Number,
+    /// `"expires_in": "3600"`, as some vendors do.
+    String,
+    /// No `expires_in` at all: the client must use the JWT `exp` or its default lifetime.
+    Omit,
+}
+
+/// What the issued access tokens look like.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    /// A signed JWT whose payload holds `sub`, `exp`, `iat`, `jti`.
+    #[default]
+    Jwt,
+    /// A random string with no readable expiry (the sandbox still expires it after the ttl).
+    Opaque,
+}
+
+/// An injected token endpoint failure (see [`SandboxHandle::fail_next_token_requests`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// `500 {"error":"server_error"}`.
+    ServerError,
+    /// `429` with `Retry-After: <whole seconds>`.
+    RateLimited {
+        /// Sent as `Retry-After` in whole seconds.
+        retry_after: Duration,
+    },
+}
+
+/// The client authentication shape a token request used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// `Authorization: Basic` (client_secret_basic).
+    Basic,
+    /// `client_secret` in a form body (client_secret_post).
+    Post,
+    /// `client_secret` in a JSON body.
+    Json,
+}
+
+/// Builder of a sandbox: which clients exist and the starting token lifetime.
+#[derive(Debug)]
+pub struct Sandbox {
+    clients: Vec<(Vendor, String, Secret)>,
+    partner_tokens: Vec<Secret>,
+    token_ttl: Option<Duration>,
+}
+
+/// A running sandbox. Dropping it stops the server; [`SandboxHandle::shutdown`] waits for that.
+#[derive(Debug)]
+pub struct SandboxHandle {
+    addr: SocketAddr,
+    state: Arc<SandboxState>,
+    stop: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+// === impl Vendor ===
+
+impl Vendor {
+    /// The first path segment the vendor lives under, also its name in echo answers.
+    pub fn path_name(self) -> &'static str {
+        match self {
+            Vendor::CrossRiver => "cross-river",
+            Vendor::CultureAmp => "cultureamp",
+            Vendor::Generic => "generic",
+        }
+    }
+
+    /// Token lifetime when no ttl knob is set: Culture Amp documents 3599 s, the others an hour.
+    fn default_token_ttl(self) -> Duration {
+        match self {
+            Vendor::CultureAmp => Duration::from_secs(3599),
+            Vendor::CrossRiver | Vendor::Generic => Duration::from_secs(3600),
+        }
+    }
+}
+
+// === impl Sandbox ===
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox with the demo credentials (the `pub const`s above) and vendor default lifetimes.
+    pub fn new() -> Self {
+        Self {
+            clients: vec![
+                (
+                    Vendor::CrossRiver,
+                    CROSS_RIVER_CLIENT_ID.into(),
+                    Secret::new(CROSS_RIVER_CLIENT_SECRET),
+                ),
+                (
+                    Vendor::CultureAmp,
+                    CULTURE_AMP_CLIENT_ID.into(),
+                    Secret::new(CULTURE_AMP_CLIENT_SECRET),
+                ),
+                (
+                    Vendor::Generic,
+                    GENERIC_CLIENT_ID.into(),
+                    Secret::new(GENERIC_CLIENT_SECRET),
+                ),
+            ],
+            partner_tokens: vec![Secret::new(PARTNER_PAT)],
+            token_ttl: None,
+        }
+    }
+
+    /// Registers one more client of `vendor`.
+    pub fn client(mut self, vendor: Vendor, client_id: &str, client_secret: &str) -> Self {
+        self.clients
+            .push((vendor, client_id.to_owned(), Secret::new(client_secret)));
+        self
+    }
+
+    /// Registers one more personal access token for the partner API.
+    pub fn partner_token(mut self, token: &str) -> Self {
+        self.partner_tokens.push(Secret::new(token));
+        self
+    }
+
+    /// Lifetime of every issued token, for all vendors (default 3600 s, Culture Amp 3599 s).
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = Some(ttl);
+        self
+    }
+
+    /// Binds `bind` (use `127.0.0.1:0` in tests) and serves until the handle is shut down or dropped.
+    pub async fn start(self, bind: SocketAddr) -> io::Result<SandboxHandle> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SandboxState::new(
+            self.clients,
+            self.partner_tokens,
+            self.token_ttl,
+        )?);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(server::serve(listener, Arc::clone(&state), stop.clone()));
+        tracing::info!(%addr, "sandbox vendors listening");
+        Ok(SandboxHandle {
+            addr,
+            state,
+            stop,
+            server,
+        })
+    }
+}
+
+// === impl SandboxHandle ===
+
+impl SandboxHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`; vendors live under `/cross-river`, `/cultureamp`, ...
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Lifetime of tokens issued from now on, for all vendors.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        self.state.update_knobs(|knobs| knobs.token_ttl = Some(ttl));
+    }
+
+    /// How token responses carry `expires_in` from now on.
+    pub fn set_expires_in(&self, mode: ExpiresIn) {
+        self.state.update_knobs(|knobs| knobs.expires_in = mode);
+    }
+
+    /// Shape of tokens issued from now on.
+    pub fn set_token_format(&self, format: TokenFormat) {
+        self.state.update_knobs(|knobs| knobs.token_format = format);
+    }
+
+    /// The next `n` token requests (any vendor) answer `failure` instead of being processed.
+    /// They still count in the stats. Replaces any failures still pending.
+    pub fn fail_next_token_requests(&self, n: u32, failure: Failure) {
+        self.state
+            .update_knobs(|knobs| knobs.fail_next = (n, failure));
+    }
+
+    /// Delay before every token and API answer (not the `/_sandbox` ones).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.update_knobs(|knobs| knobs.latency = latency);
+    }
+
+    /// Every token issued so far is rejected from now on (PATs are not issued tokens).
+    pub fn revoke_all_tokens(&self) {
+        self.state.revoke_all_tokens();
+    }
+
+    /// A snapshot of what the sandbox has seen.
+    pub fn stats(&self) -> SandboxStats {
+        self.state.stats()
+    }
+
+    /// Token requests that named `client_id` so far, failed or not.
+    pub fn token_requests(&self, client_id: &str) -> u64 {
+        self.stats()
+            .clients
+            .get(client_id)
+            .map_or(0, |client| client.token_requests)
+    }
+
+    /// Stops accepting, closes open connections and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Err(error) = (&mut self.server).await {
+            tracing::warn!(%error, "sandbox server task ended abnormally");
+        }
+    }
+}
+
+impl Drop for SandboxHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.server.abort();
+    }
+}

@@ -1,0 +1,156 @@
+//! The vendor APIs' answer: an echo of what arrived, so tests can see exactly what the proxy sent
+//! (headers as received, the raw query, body length and SHA-256 hashed while streaming). A path
+//! ending in `_bytes?n=N`, `_status/NNN` or `_redirect` asks for a streamed body of N bytes, that
+//! status, or a 302 instead.
+
+use std::convert::Infallible;
+
+use aws_lc_rs::digest;
+use bytes::Bytes;
+use futures_util::stream;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+
+use super::reply::{self, ResponseBody};
+
+/// `_bytes` sends its body in chunks of this size, all slices of one static buffer.
+const CHUNK_SIZE: usize = 64 * 1024;
+static CHUNK: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
+
+/// Where `_redirect` points: a name that never resolves, so following it fails loudly.
+const REDIRECT_TARGET: &str = "http://redirect-target.invalid/elsewhere";
+
+/// Answers an authorized API request for `vendor` (its path name, e.g. `cross-river`).
+pub(super) async fn handle(
+    vendor: &'static str,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let mut segments = request.uri().path().rsplit('/');
+    match (segments.next(), segments.next()) {
+        (Some("_bytes"), _) => stream_bytes(request.uri().query()),
+        (Some("_redirect"), _) => redirect(),
+        (Some(code), Some("_status")) => status(code),
+        _ => echo(vendor, request).await,
+    }
+}
+
+async fn echo(vendor: &'static str, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, mut body) = request.into_parts();
+    // Hashed frame by frame: bodies of 100 MiB must not be held in memory.
+    let mut sha256 = digest::Context::new(&digest::SHA256);
+    let mut body_len: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    sha256.update(data);
+                    body_len += data.len() as u64;
+                }
+            }
+            Err(_) => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "request body broke off",
+                );
+            }
+        }
+    }
+    let body_sha256: String = sha256
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let headers: Vec<[String; 2]> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            [
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ]
+        })
+        .collect();
+    reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "vendor": vendor,
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body_len": body_len,
+            "body_sha256": body_sha256,
+        }),
+    )
+}
+
+/// `n` bytes with `Content-Length: n`, produced chunk by chunk as the client reads.
+fn stream_bytes(query: Option<&str>) -> Response<ResponseBody> {
+    let requested = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "n")
+        .and_then(|(_, value)| value.parse::<u64>().ok());
+    let Some(total) = requested else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "_bytes needs ?n=<byte count>",
+        );
+    };
+    let chunks = stream::unfold(total, |remaining| async move {
+        if remaining == 0 {
+            return None;
+        }
+        let len =
+            usize::try_from(remaining).map_or(CHUNK_SIZE, |remaining| remaining.min(CHUNK_SIZE));
+        let chunk = Bytes::from_static(&CHUNK[..len]);
+        Some((
+            Ok::<_, Infallible>(Frame::data(chunk)),
+            remaining - len as u64,
+        ))
+    });
+    let mut response = Response::new(StreamBody::new(chunks).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(total));
+    response
+}
+
+/// The status named in the path, 200..=599, with `{"status": NNN}` where a body is allowed.
+fn status(code: &str) -> Response<ResponseBody> {
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .filter(|code| (200..=599).contains(code))
+        .and_then(|code| StatusCode::from_u16(code).ok());
+    let Some(status) = status else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "_status needs a code in 200..=599",
+        );
+    };
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        let mut response = Response::new(reply::full(Bytes::new()));
+        *response.status_mut() = status;
+        return response;
+    }
+    reply::json(status, &serde_json::json!({"status": status.as_u16()}))
+}
+
+fn redirect() -> Response<ResponseBody> {
+    let mut response = reply::json(
+        StatusCode::FOUND,
+        &serde_json::json!({"location": REDIRECT_TARGET}),
+    );
+    response
+        .headers_mut()
+        .insert(LOCATION, HeaderValue::from_static(REDIRECT_TARGET));
+    response
+}

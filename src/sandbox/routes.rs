@@ -1,0 +1,109 @@
+//! From a request to the vendor that answers it: the first path segment names the vendor, then
+//! the token endpoint or the API prefix decides. The latency knob delays every vendor answer.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::api_auth::{self, AcceptedToken};
+use super::reply::{self, ResponseBody};
+use super::state::SandboxState;
+use super::{Vendor, admin, echo, token_endpoint};
+
+/// A vendor that issues its own tokens: where they are obtained and where they are used.
+struct OAuthVendorRoutes {
+    vendor: Vendor,
+    token_path: &'static str,
+    api_prefix: &'static str,
+}
+
+const OAUTH_VENDORS: [OAuthVendorRoutes; 3] = [
+    OAuthVendorRoutes {
+        vendor: Vendor::CrossRiver,
+        token_path: "/cross-river/connect/token",
+        api_prefix: "/cross-river/api/",
+    },
+    OAuthVendorRoutes {
+        vendor: Vendor::CultureAmp,
+        token_path: "/cultureamp/v1/oauth2/token",
+        api_prefix: "/cultureamp/v1/",
+    },
+    OAuthVendorRoutes {
+        vendor: Vendor::Generic,
+        token_path: "/generic/oauth/token",
+        api_prefix: "/generic/api/",
+    },
+];
+
+/// The partner API takes static personal access tokens only.
+const PARTNER_API_PREFIX: &str = "/partner/api/";
+const PARTNER_NAME: &str = "partner";
+
+/// Cross River's documented connectivity check.
+const CROSS_RIVER_TEST_PATH: &str = "/cross-river/api/SignupCard/TestOauth";
+
+/// Answers any request that reached the sandbox.
+pub(super) async fn route(
+    state: &SandboxState,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    if let Some(rest) = request.uri().path().strip_prefix("/_sandbox/") {
+        let rest = rest.to_owned();
+        return admin::handle(state, &rest, request).await;
+    }
+    let response = vendor_route(state, request).await;
+    let latency = state.knobs().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    response
+}
+
+async fn vendor_route(state: &SandboxState, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    for routes in &OAUTH_VENDORS {
+        if path == routes.token_path {
+            if request.method() != Method::POST {
+                return reply::method_not_allowed("POST");
+            }
+            return token_endpoint::handle(state, routes.vendor, request).await;
+        }
+        if path.starts_with(routes.api_prefix) {
+            return api(
+                state,
+                request,
+                AcceptedToken::Issued(routes.vendor),
+                routes.vendor.path_name(),
+            )
+            .await;
+        }
+    }
+    if path.starts_with(PARTNER_API_PREFIX) {
+        return api(
+            state,
+            request,
+            AcceptedToken::PersonalAccessToken,
+            PARTNER_NAME,
+        )
+        .await;
+    }
+    reply::not_found()
+}
+
+async fn api(
+    state: &SandboxState,
+    request: Request<Incoming>,
+    accepted: AcceptedToken,
+    vendor_name: &'static str,
+) -> Response<ResponseBody> {
+    state.count_api_request();
+    if let Err(reason) = api_auth::authorize(state, request.headers(), accepted) {
+        return reply::invalid_token(reason);
+    }
+    if request.method() == Method::GET && request.uri().path() == CROSS_RIVER_TEST_PATH {
+        return reply::json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "message": "OAuth token is valid"}),
+        );
+    }
+    echo::handle(vendor_name, request).await
+}

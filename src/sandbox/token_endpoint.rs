@@ -1,0 +1,175 @@
+//! The path every token request takes: read the body, count it, maybe answer an injected
+//! failure, let the vendor decide (`cross_river.rs`, `cultureamp.rs`, `generic.rs`), then issue.
+
+use http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::reply::{self, ResponseBody};
+use super::state::SandboxState;
+use super::token_request::TokenRequest;
+use super::{ClientAuth, ExpiresIn, Failure, Vendor, cross_river, cultureamp, generic};
+
+/// Token requests are a few parameters; anything bigger is refused unread.
+const MAX_TOKEN_REQUEST_BODY: usize = 64 * 1024;
+
+/// What a vendor grants once it accepted a request.
+#[derive(Debug)]
+pub(super) struct Grant {
+    pub client_id: String,
+    /// Echoed in the response when present.
+    pub scope: Option<String>,
+}
+
+/// An OAuth 2.0 error answer (RFC 6749 §5.2).
+#[derive(Debug)]
+pub(super) struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: &'static str,
+    /// RFC 6749: a failed Basic authentication answers 401 with a `WWW-Authenticate: Basic`.
+    basic_challenge: bool,
+}
+
+// === impl OAuthError ===
+
+impl OAuthError {
+    pub(super) fn invalid_request(description: &'static str) -> Self {
+        Self::bad_request("invalid_request", description)
+    }
+
+    pub(super) fn invalid_scope(description: &'static str) -> Self {
+        Self::bad_request("invalid_scope", description)
+    }
+
+    /// Unknown client or wrong secret: 401 when the client used Basic, 400 otherwise.
+    pub(super) fn invalid_client(auth: Option<ClientAuth>, description: &'static str) -> Self {
+        match auth {
+            Some(ClientAuth::Basic) => Self::invalid_basic_client(description),
+            _ => Self::bad_request("invalid_client", description),
+        }
+    }
+
+    pub(super) fn invalid_basic_client(description: &'static str) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description,
+            basic_challenge: true,
+        }
+    }
+
+    fn bad_request(error: &'static str, description: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description,
+            basic_challenge: false,
+        }
+    }
+
+    fn into_response(self) -> Response<ResponseBody> {
+        let mut response = reply::error(self.status, self.error, self.description);
+        if self.basic_challenge {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sandbox\""),
+            );
+        }
+        response
+    }
+}
+
+/// Every vendor here speaks only the client credentials grant.
+pub(super) fn require_client_credentials(request: &TokenRequest) -> Result<(), OAuthError> {
+    match request.param("grant_type") {
+        Some("client_credentials") => Ok(()),
+        Some(_) => Err(OAuthError::bad_request(
+            "unsupported_grant_type",
+            "only client_credentials",
+        )),
+        None => Err(OAuthError::invalid_request("grant_type missing")),
+    }
+}
+
+/// Answers one token request for `vendor`.
+pub(super) async fn handle(
+    state: &SandboxState,
+    vendor: Vendor,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let parsed = match Limited::new(body, MAX_TOKEN_REQUEST_BODY).collect().await {
+        Ok(collected) => TokenRequest::parse(&parts.headers, &collected.to_bytes()),
+        Err(_) => Err(OAuthError::invalid_request(
+            "body unreadable or larger than 64 KiB",
+        )),
+    };
+    state.record_token_request(parsed.as_ref().ok());
+    if let Some(failure) = state.take_injected_failure() {
+        return failure_response(failure);
+    }
+    let granted = parsed.and_then(|request| match vendor {
+        Vendor::CrossRiver => cross_river::grant(state, &request),
+        Vendor::CultureAmp => cultureamp::grant(state, &request),
+        Vendor::Generic => generic::grant(state, &request),
+    });
+    match granted {
+        Ok(grant) => issue(state, vendor, grant),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `{"access_token", "token_type", "expires_in", "scope"}`, shaped by the knobs.
+fn issue(state: &SandboxState, vendor: Vendor, grant: Grant) -> Response<ResponseBody> {
+    let knobs = state.knobs();
+    let ttl = knobs
+        .token_ttl
+        .unwrap_or_else(|| vendor.default_token_ttl());
+    let Ok(token) = state.issue_token(vendor, &grant.client_id, ttl, knobs.token_format) else {
+        return failure_response(Failure::ServerError);
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("access_token".into(), token.into());
+    body.insert("token_type".into(), "Bearer".into());
+    match knobs.expires_in {
+        ExpiresIn::Number => {
+            body.insert("expires_in".into(), ttl.as_secs().into());
+        }
+        ExpiresIn::String => {
+            body.insert("expires_in".into(), ttl.as_secs().to_string().into());
+        }
+        ExpiresIn::Omit => {}
+    }
+    if let Some(scope) = grant.scope {
+        body.insert("scope".into(), scope.into());
+    }
+    let mut response = reply::json(StatusCode::OK, &serde_json::Value::Object(body));
+    // RFC 6749 §5.1: token responses must not be cached.
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn failure_response(failure: Failure) -> Response<ResponseBody> {
+    match failure {
+        Failure::ServerError => reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "injected by the sandbox",
+        ),
+        Failure::RateLimited { retry_after } => {
+            let mut response = reply::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "injected by the sandbox",
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+            response
+        }
+    }
+}
