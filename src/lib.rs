@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod credential;
+pub mod demo;
 pub mod proxy;
 pub mod route;
 pub mod sandbox;

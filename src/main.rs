@@ -1,5 +1,6 @@
 //! The `authrelay` command: parse flags, set up logging, load the config, call the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +41,20 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml")]
         config: PathBuf,
     },
+    /// Serve the simulated vendors (Cross River, Culture Amp, a generic OAuth vendor, a PAT API).
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        bind: SocketAddr,
+    },
+    /// Run the sandbox vendors and the proxy with an embedded config; prints curl lines to try.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+        /// Where the admin listener (/healthz, /readyz) listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_bind: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +63,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => exit(serve(&config)),
+        Command::Sandbox { bind } => exit(sandbox(bind)),
+        Command::Demo { bind, admin_bind } => exit(demo(bind, admin_bind)),
     }
 }
 
@@ -76,6 +93,25 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config =
         Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
     runtime()?.block_on(authrelay::run(config, authrelay::shutdown::signal()))?;
+    Ok(())
+}
+
+fn sandbox(bind: SocketAddr) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let sandbox = authrelay::sandbox::Sandbox::new()
+            .start(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        println!("sandbox vendors on {} (stats: {}/_sandbox/stats)", sandbox.url(), sandbox.url());
+        authrelay::shutdown::signal().await;
+        sandbox.shutdown().await;
+        Ok(())
+    })
+}
+
+fn demo(bind: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let shutdown = authrelay::shutdown::signal();
+    runtime()?.block_on(authrelay::demo::run(bind, admin, std::io::stdout(), shutdown))?;
     Ok(())
 }
 
