@@ -1,16 +1,147 @@
-//! The serde mirror of `proxy.yaml` (placeholder until the config module lands).
+//! The serde mirror of `proxy.yaml`: the file exactly as written, every key known
+//! (`deny_unknown_fields`), every value still text. No defaults and no checks live here;
+//! [`super::validate`] turns this into a [`super::Config`].
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::error::{ConfigError, ConfigErrors};
 
 /// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listeners: Vec<ListenerFile>,
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub providers: Ordered<ProviderFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// `listeners[i]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub bind: String,
+}
+
+/// `admin`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub bind: String,
+}
+
+/// `providers.NAME`. Every field is optional here: a preset may fill it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderFile {
+    pub preset: Option<String>,
+    pub grant: Option<String>,
+    pub token_url: Option<String>,
+    pub client_auth: Option<String>,
+    pub client_id: Option<SecretText>,
+    pub client_secret: Option<SecretText>,
+    pub token: Option<SecretText>,
+    pub scopes: Option<Vec<String>>,
+    pub extra_params: Option<Ordered<String>>,
+    pub scheme: Option<String>,
+    pub refresh_before: Option<String>,
+    pub default_ttl: Option<String>,
+    pub ca: Option<String>,
+}
+
+/// `routes[i]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<MatchFile>,
+    pub strip_prefix: Option<bool>,
+    pub upstream: String,
+    pub provider: String,
+    pub headers: Option<Ordered<String>>,
+    /// Integer bytes or `10MiB`; YAML integers arrive as their text.
+    pub max_body: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `routes[i].match`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub path_prefix: Option<String>,
+    pub host: Option<String>,
+    pub methods: Option<Vec<String>>,
+}
+
+/// A mapping kept in file order (provider names, extra parameters, headers).
 #[derive(Debug)]
-pub struct ConfigFile;
+pub struct Ordered<T>(pub Vec<(String, T)>);
+
+/// The text of a secret field (`client_secret`): a reference like `${env:NAME}` or a literal.
+/// Its `Debug` is redacted because a literal is the secret itself.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+// === impl ConfigFile ===
 
 impl ConfigFile {
-    pub fn parse(_text: &str) -> Result<ConfigFile, ConfigErrors> {
-        Err(ConfigError::Syntax {
-            message: "config parsing is not built yet".into(),
+    /// Parses YAML text. Syntax errors, unknown keys and wrong types end here, with the line and
+    /// column in the message. Snippets are off: the quoted source line could hold a literal secret.
+    pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
+        let options = serde_saphyr::options! { with_snippet: false };
+        serde_saphyr::from_str_with_options(text, options).map_err(|error| {
+            // The user formatter says "duplicate mapping key `a` is not allowed here" where the
+            // default one gives advice meant for the programmer (set DuplicateKeyPolicy).
+            let message = error.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+            ConfigErrors::from(ConfigError::Syntax { message })
+        })
+    }
+}
+
+// === impl Ordered ===
+
+impl<T> Default for Ordered<T> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OrderedVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OrderedVisitor<T> {
+            type Value = Ordered<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, T>()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
         }
-        .into())
+
+        deserializer.deserialize_map(OrderedVisitor(PhantomData))
+    }
+}
+
+// === impl SecretText ===
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText([redacted])")
     }
 }

@@ -1,11 +1,178 @@
-//! file -> Config (placeholder until the config module lands).
+//! file -> Config: applies defaults and presets, resolves secret references, parses every text
+//! value (addresses, URLs, header names, durations, sizes) and checks the rules between fields.
+//! Every problem is collected with its YAML path so that one run reports all of them.
 
+mod byte_size;
+mod provider;
+mod route;
+mod secret_ref;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::Config;
-use super::error::ConfigErrors;
-use super::file::ConfigFile;
+use super::error::{ConfigError, ConfigErrors};
+use super::file::{AdminFile, ConfigFile, ListenerFile};
+use super::{AdminConfig, Config, ListenerConfig, ProviderConfig};
 
-pub fn validate(_file: ConfigFile, _base_dir: &Path) -> Result<Config, ConfigErrors> {
-    unreachable!("ConfigFile::parse never succeeds yet")
+/// Problems found so far, in the order the file was walked.
+#[derive(Debug, Default)]
+struct Problems(Vec<ConfigError>);
+
+/// Every provider name written in the file, with its config when that one validated. Routes
+/// check names against all of them, so a broken provider does not also count as unknown.
+type WrittenProviders = BTreeMap<String, Option<Arc<ProviderConfig>>>;
+
+/// Checks `file` and builds the [`Config`]; `base_dir` anchors relative `${file:...}` and `ca` paths.
+pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut problems = Problems::default();
+
+    let listeners = listeners(&file.listeners, &mut problems);
+    let admin = file
+        .admin
+        .as_ref()
+        .and_then(|admin_file| admin(admin_file, &listeners, &mut problems));
+
+    let mut written = WrittenProviders::new();
+    for (name, provider_file) in &file.providers.0 {
+        let config = provider::provider(name, provider_file, base_dir, &mut problems);
+        written.insert(name.clone(), config.map(Arc::new));
+    }
+
+    let routes = route::routes(&file.routes, &written, &mut problems);
+
+    if !problems.0.is_empty() {
+        return Err(ConfigErrors(problems.0));
+    }
+    let providers = written
+        .into_iter()
+        .filter_map(|(name, config)| Some((name, config?)))
+        .collect();
+    Ok(Config {
+        listeners,
+        admin,
+        providers,
+        routes,
+    })
+}
+
+fn listeners(files: &[ListenerFile], problems: &mut Problems) -> Vec<ListenerConfig> {
+    if files.is_empty() {
+        problems.add("listeners", "at least one listener is required");
+    }
+    let mut listeners: Vec<ListenerConfig> = Vec::new();
+    for (i, listener) in files.iter().enumerate() {
+        let path = format!("listeners[{i}].bind");
+        let Some(bind) = problems.check(&path, parse_bind(&listener.bind)) else {
+            continue;
+        };
+        // Port 0 asks the OS for a fresh port each time, so equal port-0 binds never clash.
+        let earlier = listeners
+            .iter()
+            .position(|other| other.bind == bind && bind.port() != 0);
+        match earlier {
+            Some(j) => problems.add(path, format!("{bind} is already bound by listeners[{j}]")),
+            None => listeners.push(ListenerConfig { bind }),
+        }
+    }
+    listeners
+}
+
+fn admin(
+    file: &AdminFile,
+    listeners: &[ListenerConfig],
+    problems: &mut Problems,
+) -> Option<AdminConfig> {
+    let bind = problems.check("admin.bind", parse_bind(&file.bind))?;
+    // Port 0 asks the OS for a fresh port, so it never clashes with a listener.
+    let clash = listeners
+        .iter()
+        .position(|listener| listener.bind == bind && bind.port() != 0);
+    if let Some(i) = clash {
+        let message =
+            format!("{bind} is also listeners[{i}].bind; the admin listener needs its own address");
+        problems.add("admin.bind", message);
+        return None;
+    }
+    Some(AdminConfig { bind })
+}
+
+fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an IP:port address like 127.0.0.1:8080 or [::1]:8080")
+    })
+}
+
+/// A humane duration (`60s`, `5m`, `1h30m`) greater than zero.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration like 30s, 5m or 1h30m"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Provider and route names end up in metric labels and URLs, so they stay plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid name: use [a-z0-9][a-z0-9_-]* (it appears in metric labels and URLs)"
+        ))
+    }
+}
+
+// === impl Problems ===
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::invalid(path, message));
+    }
+
+    /// The value, or `None` after recording the error at `path`.
+    fn check<T>(&mut self, path: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(path, message);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_humane_and_positive() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn names_are_label_safe() {
+        assert!(check_name("cross-river").is_ok());
+        assert!(check_name("x2_y").is_ok());
+        assert!(check_name("0day").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("CrossRiver").is_err());
+        assert!(check_name("a.b").is_err());
+    }
 }
