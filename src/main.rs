@@ -102,7 +102,11 @@ fn sandbox(bind: SocketAddr) -> anyhow::Result<()> {
             .start(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
-        println!("sandbox vendors on {} (stats: {}/_sandbox/stats)", sandbox.url(), sandbox.url());
+        println!(
+            "sandbox vendors on {} (stats: {}/_sandbox/stats)",
+            sandbox.url(),
+            sandbox.url()
+        );
         authrelay::shutdown::signal().await;
         sandbox.shutdown().await;
         Ok(())
@@ -111,7 +115,12 @@ fn sandbox(bind: SocketAddr) -> anyhow::Result<()> {
 
 fn demo(bind: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let shutdown = authrelay::shutdown::signal();
-    runtime()?.block_on(authrelay::demo::run(bind, admin, std::io::stdout(), shutdown))?;
+    runtime()?.block_on(authrelay::demo::run(
+        bind,
+        admin,
+        std::io::stdout(),
+        shutdown,
+    ))?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -78,6 +78,10 @@ impl Proxy {
 
 /// Step 1: the route, chosen on the normalized path, which is also the path forwarded.
 fn match_route(state: &State, parts: &Parts) -> Result<(Arc<RouteConfig>, String), ProxyError> {
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+        // Refused before the path is read: a CONNECT target is an authority, not a path.
+        return Err(ProxyError::MethodNotAllowed);
+    }
     let path = normalize_path(parts.uri.path()).ok_or(ProxyError::BadPath)?;
     let host_header = parts
         .headers

@@ -1,6 +1,7 @@
 //! Test harness: authrelay on port 0 with a YAML config, the sandbox vendors as upstream, and an
 //! HTTP client that never uses an environment proxy.
 #![allow(dead_code)] // each test file uses a different part of the harness
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test harness: a panic is a failed test")]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,7 +25,8 @@ impl TestProxy {
     /// Starts authrelay on `yaml`, where `{sandbox}` stands for the sandbox's base URL.
     pub async fn start(yaml: &str, sandbox: &SandboxHandle) -> TestProxy {
         let yaml = yaml.replace("{sandbox}", &sandbox.url());
-        let config = Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"));
+        let config =
+            Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"));
         Self::start_config(config).await
     }
 
@@ -37,7 +39,13 @@ impl TestProxy {
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        TestProxy { addr, admin, state, stop: Some(stop), task }
+        TestProxy {
+            addr,
+            admin,
+            state,
+            stop: Some(stop),
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -69,7 +77,10 @@ pub fn loopback() -> SocketAddr {
 
 /// A client that talks to the proxy directly, never through `HTTP_PROXY`.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// The sandbox echo of a request, as JSON.
