@@ -89,16 +89,21 @@ async fn a_cached_token_is_reused() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cold_requests_make_one_token_request() {
     let vendor = sandbox().await;
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
     // Slow vendor answers keep all 64 callers waiting on the same token request.
     vendor.set_latency(Duration::from_millis(200));
+    // One client for all: building a reqwest client loads the OS trust store, which is slow.
+    let client = client();
     let calls = (0..64).map(|i| {
         let url = proxy.url(&format!("/cultureamp/employees?i={i}"));
-        tokio::spawn(async move { client().get(url).send().await.unwrap().status() })
+        let client = client.clone();
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
     });
+    // Spawn all before awaiting any.
+    let calls: Vec<_> = calls.collect();
     for call in calls {
         assert_eq!(call.await.unwrap(), 200);
     }

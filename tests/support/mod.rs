@@ -1,7 +1,11 @@
 //! Test harness: authrelay on port 0 with a YAML config, the sandbox vendors as upstream, and an
 //! HTTP client that never uses an environment proxy.
 #![allow(dead_code)] // each test file uses a different part of the harness
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test harness: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: a panic is a failed test"
+)]
 
 use std::net::SocketAddr;
 use std::path::Path;
