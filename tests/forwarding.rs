@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{TestProxy, VENDORS_YAML, client, echo, echoed_header, sandbox};
+use support::{
+    TestProxy, VENDORS_YAML, assert_relay_error, client, echo, echoed_header, get, sandbox,
+};
 
 #[tokio::test]
 async fn forwards_method_path_query_and_body_byte_for_byte() {
@@ -125,11 +127,7 @@ async fn streams_a_100_mib_response_without_buffering_it() {
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
     let size: u64 = 100 * 1024 * 1024;
     let peak_before = peak_rss_kib();
-    let mut response = client()
-        .get(proxy.url(&format!("/partner/big/_bytes?n={size}")))
-        .send()
-        .await
-        .unwrap();
+    let mut response = get(&proxy, &format!("/partner/big/_bytes?n={size}")).await;
     assert_eq!(response.status(), 200);
     let mut received = 0u64;
     while let Some(chunk) = response.chunk().await.unwrap() {
@@ -157,8 +155,7 @@ async fn absolute_form_to_an_unknown_host_is_refused_and_nothing_is_forwarded() 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["x-relay-error"], "no_route");
+    assert_relay_error(&response, 404, "no_route");
     assert_eq!(
         response.json::<serde_json::Value>().await.unwrap()["error"],
         "no_route"
@@ -201,22 +198,13 @@ async fn connect_and_trace_are_refused_without_forwarding() {
 async fn unknown_route_is_404_json() {
     let vendor = sandbox().await;
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
-    let response = client()
-        .get(proxy.url("/nowhere/at/all"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["x-relay-error"], "no_route");
+    let response = get(&proxy, "/nowhere/at/all").await;
+    assert_relay_error(&response, 404, "no_route");
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "no_route");
     // Dot segments are resolved before matching: this climbs out of /partner.
-    let response = client()
-        .get(proxy.url("/partner/../nowhere"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/partner/../nowhere").await;
     assert_eq!(response.status(), 404);
     assert_eq!(vendor.stats().api_requests, 0);
 }
@@ -241,11 +229,7 @@ async fn redirects_and_vendor_errors_pass_through_unchanged() {
         "http://redirect-target.invalid/elsewhere"
     );
     assert!(response.headers().get("x-relay-error").is_none());
-    let response = client()
-        .get(proxy.url("/partner/_status/418"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/partner/_status/418").await;
     assert_eq!(response.status(), 418);
     assert!(response.headers().get("x-relay-error").is_none());
 }
@@ -272,13 +256,11 @@ routes:
 "#
     );
     let proxy = TestProxy::start(&yaml, &vendor).await;
-    let response = client().get(proxy.url("/dead/x")).send().await.unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(response.headers()["x-relay-error"], "upstream_unreachable");
+    let response = get(&proxy, "/dead/x").await;
+    assert_relay_error(&response, 502, "upstream_unreachable");
     vendor.set_latency(Duration::from_secs(3));
-    let response = client().get(proxy.url("/slow/x")).send().await.unwrap();
-    assert_eq!(response.status(), 504);
-    assert_eq!(response.headers()["x-relay-error"], "upstream_timeout");
+    let response = get(&proxy, "/slow/x").await;
+    assert_relay_error(&response, 504, "upstream_timeout");
 }
 
 #[tokio::test]
@@ -302,8 +284,7 @@ routes:
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 413);
-    assert_eq!(response.headers()["x-relay-error"], "body_too_large");
+    assert_relay_error(&response, 413, "body_too_large");
     assert_eq!(vendor.stats().api_requests, 0);
     let response = client()
         .post(proxy.url("/partner/x"))

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use authrelay::credential::LifetimeSource;
 use authrelay::sandbox::{ClientAuth, ExpiresIn, Failure, GENERIC_CLIENT_ID, TokenFormat};
-use support::{TestProxy, VENDORS_YAML, client, echo, echoed_header, sandbox};
+use support::{
+    TestProxy, VENDORS_YAML, assert_relay_error, client, echo, echoed_header, get, sandbox,
+};
 
 const CROSS_RIVER: &str = "cr-demo-client";
 
@@ -51,7 +53,7 @@ async fn each_client_auth_shape_reaches_the_vendor_as_configured() {
         ("/post/x", ClientAuth::Post),
         ("/json/x", ClientAuth::Json),
     ] {
-        let response = client().get(proxy.url(path)).send().await.unwrap();
+        let response = get(&proxy, path).await;
         assert_eq!(response.status(), 200, "{path}");
         let stats = vendor.stats().clients[GENERIC_CLIENT_ID].clone();
         assert_eq!(stats.last_client_auth, Some(shape), "{path}");
@@ -75,11 +77,7 @@ async fn a_cached_token_is_reused() {
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
     let mut seen = Vec::new();
     for _ in 0..20 {
-        let response = client()
-            .get(proxy.url("/cross-river/payments"))
-            .send()
-            .await
-            .unwrap();
+        let response = get(&proxy, "/cross-river/payments").await;
         seen.push(echoed_header(&echo(response).await, "authorization"));
     }
     assert_eq!(vendor.token_requests(CROSS_RIVER), 1);
@@ -157,7 +155,7 @@ routes:
         vendor.set_token_format(format);
         // A fresh proxy per case, so each starts with an empty cache.
         let proxy = TestProxy::start(yaml, &vendor).await;
-        let response = client().get(proxy.url("/g/x")).send().await.unwrap();
+        let response = get(&proxy, "/g/x").await;
         assert_eq!(response.status(), 200);
         let token = proxy.state.load().credentials.cached("generic").unwrap();
         assert_eq!(token.lifetime_source, source, "{expires_in:?} {format:?}");
@@ -183,11 +181,7 @@ async fn a_token_near_expiry_is_renewed_while_it_keeps_being_served() {
             tokio::time::Instant::now() < deadline,
             "no renewal within 15 s"
         );
-        let response = client()
-            .get(proxy.url("/cross-river/SignupCard/TestOauth"))
-            .send()
-            .await
-            .unwrap();
+        let response = get(&proxy, "/cross-river/SignupCard/TestOauth").await;
         assert_eq!(response.status(), 200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -198,23 +192,14 @@ async fn token_endpoint_failure_is_503_with_retry_after_and_no_secret() {
     let vendor = sandbox().await;
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
     vendor.fail_next_token_requests(1, Failure::ServerError);
-    let response = client()
-        .get(proxy.url("/cross-river/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["x-relay-error"], "token_unavailable");
+    let response = get(&proxy, "/cross-river/x").await;
+    assert_relay_error(&response, 503, "token_unavailable");
     assert!(response.headers().contains_key("retry-after"));
     let body = response.text().await.unwrap();
     assert!(body.contains("\"provider\":\"cross-river\""), "{body}");
     assert!(!body.contains("cr-demo-secret"), "{body}");
     // While backing off, callers are answered at once and the vendor sees no new request.
-    let response = client()
-        .get(proxy.url("/cross-river/x"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/cross-river/x").await;
     assert_eq!(response.status(), 503);
     assert_eq!(vendor.token_requests(CROSS_RIVER), 1);
 }
@@ -229,11 +214,7 @@ async fn rate_limited_token_endpoint_passes_its_retry_after_on() {
             retry_after: Duration::from_secs(7),
         },
     );
-    let response = client()
-        .get(proxy.url("/cross-river/x"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/cross-river/x").await;
     assert_eq!(response.status(), 503);
     let wait: u64 = response.headers()["retry-after"]
         .to_str()
@@ -252,13 +233,8 @@ async fn a_rejected_secret_is_never_tried_again() {
     );
     let proxy = TestProxy::start(&yaml, &vendor).await;
     for _ in 0..5 {
-        let response = client()
-            .get(proxy.url("/cross-river/x"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 503);
-        assert_eq!(response.headers()["x-relay-error"], "credentials_rejected");
+        let response = get(&proxy, "/cross-river/x").await;
+        assert_relay_error(&response, 503, "credentials_rejected");
         let body = response.text().await.unwrap();
         assert!(
             body.contains("invalid_client") && !body.contains("wrong-secret-value"),
@@ -281,12 +257,7 @@ async fn unreachable_token_endpoint_is_503() {
         &format!("http://{dead}/connect/token"),
     );
     let proxy = TestProxy::start(&yaml, &vendor).await;
-    let response = client()
-        .get(proxy.url("/cross-river/x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["x-relay-error"], "token_unavailable");
+    let response = get(&proxy, "/cross-river/x").await;
+    assert_relay_error(&response, 503, "token_unavailable");
     assert_eq!(vendor.stats().api_requests, 0);
 }

@@ -146,3 +146,18 @@ routes:
     provider: partner
     name: partner-by-host
 "#;
+
+/// `GET` through the proxy.
+pub async fn get(proxy: &TestProxy, path: &str) -> reqwest::Response {
+    client()
+        .get(proxy.url(path))
+        .send()
+        .await
+        .expect("request to the proxy")
+}
+
+/// Asserts an answer made by authrelay itself: its status and `X-Relay-Error` code.
+pub fn assert_relay_error(response: &reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status, "{response:?}");
+    assert_eq!(response.headers()["x-relay-error"], code, "{response:?}");
+}
