@@ -35,6 +35,20 @@ pub struct Config {
     pub providers: BTreeMap<String, Arc<ProviderConfig>>,
     /// Routes in file order; matching picks the most specific, not the first.
     pub routes: Vec<RouteConfig>,
+    /// Where tokens, refresh tokens and the lock-out guard state live.
+    pub store: StoreConfig,
+}
+
+/// The token store.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded, encrypted database in directory `path` (the default: `./authrelay-data`
+    /// next to the config file).
+    File {
+        path: PathBuf,
+        /// 32-byte AEAD key; `None` means a key file generated in `path` (mode 0600).
+        key: Option<Secret>,
+    },
 }
 
 /// One listener for callers.
@@ -62,6 +76,13 @@ pub struct ProviderConfig {
     pub default_ttl: Duration,
     /// Extra trusted roots for this provider's token endpoint and upstreams, with their file.
     pub ca: Option<CaBundle>,
+    /// The vendor locks the account after a few rejected secrets (Cross River): a replica that
+    /// cannot consult the shared store must not make a token request on its own.
+    pub lockout_sensitive: bool,
+    /// Path (below the provider's route upstream) that `check --online` calls with a fresh token.
+    pub test_path: Option<String>,
+    /// Deauthorize / RFC 7009 revocation endpoint, used when an account is removed.
+    pub revoke_url: Option<reqwest::Url>,
 }
 
 /// PEM roots loaded from a provider's `ca` file.
@@ -78,6 +99,12 @@ pub enum GrantConfig {
     Static { token: Secret },
     /// OAuth 2.0 client credentials (RFC 6749 section 4.4).
     ClientCredentials(TokenEndpoint),
+    /// OAuth 2.0 refresh token grant (RFC 6749 section 6), bootstrapped from a refresh token
+    /// obtained elsewhere; rotated refresh tokens replace it in the store.
+    RefreshToken {
+        endpoint: TokenEndpoint,
+        refresh_token: Secret,
+    },
 }
 
 /// A token endpoint and the client's credentials for it.
@@ -123,6 +150,8 @@ pub struct RouteConfig {
     pub headers: Vec<(HeaderName, HeaderTemplate)>,
     /// Largest request body accepted (413 past it); `None` means no limit.
     pub max_body: Option<u64>,
+    /// Bodies up to this size are buffered so a request can be replayed after a 401.
+    pub max_replay_body: u64,
     /// Time allowed for the upstream's response headers (504 past it).
     pub timeout: Duration,
 }

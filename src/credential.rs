@@ -95,7 +95,7 @@ impl Credentials {
                     })?;
                     Source::Static(Arc::new(token))
                 }
-                GrantConfig::ClientCredentials(endpoint) => {
+                GrantConfig::ClientCredentials(_) | GrantConfig::RefreshToken { .. } => {
                     let tls = trust::client_config(provider.ca.as_ref()).map_err(|error| {
                         CredentialSetupError::Tls {
                             provider: name.clone(),
@@ -107,7 +107,7 @@ impl Credentials {
                             provider: name.clone(),
                             error,
                         })?;
-                    let cache = TokenCache::new(Arc::clone(provider), endpoint.clone(), client);
+                    let cache = TokenCache::new(Arc::clone(provider), client);
                     Source::Endpoint(Arc::new(cache))
                 }
             };

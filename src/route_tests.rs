@@ -25,6 +25,7 @@ fn route(
         provider: "p".into(),
         headers: Vec::new(),
         max_body: None,
+        max_replay_body: 1024 * 1024,
         timeout: Duration::from_secs(30),
     }
 }

@@ -55,6 +55,10 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
         admin,
         providers,
         routes,
+        store: super::StoreConfig::File {
+            path: base_dir.join("authrelay-data"),
+            key: None,
+        },
     })
 }
 

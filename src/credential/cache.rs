@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::grant::{GrantError, TokenClient};
 use super::token::AccessToken;
-use crate::config::{ProviderConfig, TokenEndpoint};
+use crate::config::{GrantConfig, ProviderConfig};
 
 /// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
 const MIN_DEFAULT_MARGIN: Duration = Duration::from_secs(5);
@@ -30,7 +30,6 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GrantError>>>;
 /// The token of one OAuth provider (later: one provider + account).
 pub struct TokenCache {
     provider: Arc<ProviderConfig>,
-    endpoint: TokenEndpoint,
     client: TokenClient,
     current: ArcSwapOption<AccessToken>,
     /// Held only for a few instructions, never across an await.
@@ -80,14 +79,9 @@ enum Joined {
 // === impl TokenCache ===
 
 impl TokenCache {
-    pub fn new(
-        provider: Arc<ProviderConfig>,
-        endpoint: TokenEndpoint,
-        client: TokenClient,
-    ) -> Self {
+    pub fn new(provider: Arc<ProviderConfig>, client: TokenClient) -> Self {
         Self {
             provider,
-            endpoint,
             client,
             current: ArcSwapOption::empty(),
             flight: Mutex::new(FlightState::default()),
@@ -163,11 +157,7 @@ impl TokenCache {
         let cache = Arc::clone(self);
         // Spawned so that the request completes (and is cached) even if every waiter goes away.
         let task = tokio::spawn(async move {
-            let result = cache
-                .client
-                .client_credentials(&cache.provider, &cache.endpoint)
-                .await
-                .map(Arc::new);
+            let result = cache.fetch().await.map(Arc::new);
             cache.finish(&result);
             result
         });
@@ -182,6 +172,22 @@ impl TokenCache {
         .shared();
         state.running = Some(flight.clone());
         Ok(Joined::Wait(flight))
+    }
+
+    /// One token request, shaped by the provider's grant.
+    async fn fetch(&self) -> Result<AccessToken, GrantError> {
+        match &self.provider.grant {
+            GrantConfig::ClientCredentials(endpoint) => {
+                self.client
+                    .client_credentials(&self.provider, endpoint)
+                    .await
+            }
+            GrantConfig::RefreshToken { .. } | GrantConfig::Static { .. } => {
+                Err(GrantError::Transient {
+                    reason: "this grant is not requested from a token endpoint yet".into(),
+                })
+            }
+        }
     }
 
     fn finish(&self, result: &Result<Arc<AccessToken>, GrantError>) {

@@ -95,6 +95,9 @@ pub(super) fn provider(
         refresh_before,
         default_ttl: default_ttl.unwrap_or(DEFAULT_TTL),
         ca,
+        lockout_sensitive: false,
+        test_path: None,
+        revoke_url: None,
     })
 }
 

@@ -131,6 +131,7 @@ pub(super) fn routes(
             provider: file.provider.clone(),
             headers,
             max_body,
+            max_replay_body: 1024 * 1024,
             timeout,
         });
     }
