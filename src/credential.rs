@@ -171,6 +171,11 @@ impl Credentials {
         }
     }
 
+    /// True when `provider` can obtain a new token after a 401 (not a static token).
+    pub fn can_refresh(&self, provider: &str) -> bool {
+        matches!(self.sources.get(provider), Some(Source::Endpoint(_)))
+    }
+
     /// The token cached for `provider`, valid or not; `None` before the first request.
     pub fn cached(&self, provider: &str) -> Option<Arc<AccessToken>> {
         match self.sources.get(provider)? {

@@ -2,6 +2,7 @@
 //! route -> credential -> upstream -> response (or [`ProxyError::into_response`]).
 
 mod error;
+mod retry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -19,6 +20,9 @@ use crate::state::{SharedState, State};
 use crate::upstream::{ProxyBody, strip_hop_by_hop};
 
 pub use error::{ProxyError, RELAY_ERROR_HEADER};
+pub use retry::RetryOutcome;
+
+use retry::{Outgoing, RequestBody, send_with_retry};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -60,14 +64,15 @@ impl Proxy {
             }
             Err(error) => (None, Err(error)),
         };
-        let response = result.unwrap_or_else(|error| {
+        let (response, retry) = result.unwrap_or_else(|error| {
             tracing::debug!(%error, "answered by the proxy");
-            error.into_response()
+            (error.into_response(), RetryOutcome::NotNeeded)
         });
         tracing::info!(
             target: "authrelay::access",
             route = route.as_ref().map_or("-", |route| route.name.as_str()),
             %method,
+            retry = ?retry,
             status = response.status().as_u16(),
             relay_error = response.headers().get(RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok()),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -104,7 +109,7 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     peer: Peer,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, RetryOutcome), ProxyError> {
     if declared_length(&parts.headers)
         .is_some_and(|length| route.max_body.is_some_and(|max| length > max))
     {
@@ -120,31 +125,23 @@ async fn forward(
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     rewrite_headers(&mut parts.headers, peer, original_host.as_deref());
 
-    // 2. Credentials, injected after the caller's hop-by-hop headers were stripped.
-    state
-        .credentials
-        .authorize(route, &mut parts.headers)
-        .await?;
-
-    // 3. Upstream. The client picks HTTP/1.1 or HTTP/2 from ALPN, whatever the caller spoke.
-    parts.uri = upstream_uri;
-    parts.version = Version::HTTP_11;
-    let body = match route.max_body {
-        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
-        None => body.map_err(Into::into).boxed(),
+    // 2 and 3. Credentials (injected after the caller's hop-by-hop headers were stripped), then
+    // the upstream, with one replay after a 401 when the body could be kept.
+    let replay_wanted = state.credentials.can_refresh(&route.provider);
+    let body =
+        RequestBody::prepare(body, replay_wanted, route.max_replay_body, route.max_body).await?;
+    let outgoing = Outgoing {
+        method: parts.method,
+        uri: upstream_uri,
+        headers: parts.headers,
     };
-    let response = state
-        .upstream
-        .send(route, Request::from_parts(parts, body))
-        .await?;
+    let (response, retry) = send_with_retry(state, route, outgoing, body).await?;
 
     // 4. Response, streamed back as it arrives.
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed(),
-    ))
+    let response = Response::from_parts(parts, body.map_err(Into::into).boxed());
+    Ok((response, retry))
 }
 
 /// An HTTP/1 request whose target names a scheme and host: the caller uses authrelay as its

@@ -25,6 +25,8 @@ pub enum ProxyError {
     BadPath,
     #[error("the request body is larger than this route allows")]
     BodyTooLarge,
+    #[error("reading the request body failed")]
+    ClientBody(#[source] crate::upstream::BoxError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error(transparent)]
@@ -39,7 +41,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
-            ProxyError::BadPath => "bad_request",
+            ProxyError::BadPath | ProxyError::ClientBody(_) => "bad_request",
             ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
                 "body_too_large"
             }
@@ -56,7 +58,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::BadPath => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }

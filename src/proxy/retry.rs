@@ -1,0 +1,166 @@
+//! The one retry after an upstream `401`: keep the request body when it is small enough to send
+//! twice, and on `401` invalidate exactly the token that was used, obtain a fresh one through the
+//! single flight and replay once. Larger bodies stream and are never replayed; neither is a
+//! request that failed on the network (the vendor may have acted on it).
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
+
+use super::ProxyError;
+use crate::config::RouteConfig;
+use crate::state::State;
+use crate::upstream::{BoxError, ProxyBody};
+
+/// A request body, either held whole (replayable) or still streaming.
+pub enum RequestBody {
+    Buffered(Bytes),
+    Streaming(ProxyBody),
+}
+
+/// How the request fared with respect to the 401 retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// No 401, or a provider that cannot refresh (static tokens).
+    NotNeeded,
+    /// 401, fresh token, replay answered something else.
+    Recovered,
+    /// 401 again after the replay; passed to the caller.
+    Failed,
+    /// 401 on a request whose body was too large to keep; passed to the caller.
+    NotReplayable,
+}
+
+/// The parts of the outgoing request that are sent again on a replay.
+pub struct Outgoing {
+    pub method: Method,
+    pub uri: Uri,
+    /// Headers without credentials; each attempt adds its own.
+    pub headers: HeaderMap,
+}
+
+// === impl RequestBody ===
+
+impl RequestBody {
+    /// Buffers `body` when it may need a replay and fits in `max_replay` bytes; otherwise it
+    /// streams (with what was already read put back in front). `max_body` is enforced either way.
+    pub async fn prepare(
+        body: Incoming,
+        replay_wanted: bool,
+        max_replay: u64,
+        max_body: Option<u64>,
+    ) -> Result<RequestBody, ProxyError> {
+        let limit = |body: ProxyBody| -> ProxyBody {
+            match max_body.and_then(|max| usize::try_from(max).ok()) {
+                Some(max) => Limited::new(body, max).boxed(),
+                None => body,
+            }
+        };
+        let declared = body.size_hint().exact();
+        if !replay_wanted || declared.is_some_and(|length| length > max_replay) {
+            return Ok(RequestBody::Streaming(limit(
+                body.map_err(Into::into).boxed(),
+            )));
+        }
+        if body.is_end_stream() {
+            return Ok(RequestBody::Buffered(Bytes::new()));
+        }
+        let mut body = body;
+        let mut held = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| ProxyError::ClientBody(error.into()))?;
+            // Trailers are dropped when buffering: hyper's h1 client would not send them anyway.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            held.extend_from_slice(&data);
+            if max_body.is_some_and(|max| held.len() as u64 > max) {
+                return Err(ProxyError::BodyTooLarge);
+            }
+            if held.len() as u64 > max_replay {
+                // Too big to keep: send what was read, then the rest as it arrives.
+                let prefix = Full::new(held.freeze()).map_err(|never| match never {});
+                let rest = body.map_err(BoxError::from);
+                return Ok(RequestBody::Streaming(limit(chain(prefix, rest))));
+            }
+        }
+        Ok(RequestBody::Buffered(held.freeze()))
+    }
+
+    fn into_body(self) -> ProxyBody {
+        match self {
+            RequestBody::Buffered(bytes) => {
+                Full::new(bytes).map_err(|never| match never {}).boxed()
+            }
+            RequestBody::Streaming(body) => body,
+        }
+    }
+}
+
+/// Steps 2 and 3 with the retry: authorize, send, and on 401 invalidate, re-authorize, replay once.
+pub async fn send_with_retry(
+    state: &State,
+    route: &RouteConfig,
+    outgoing: Outgoing,
+    body: RequestBody,
+) -> Result<(Response<Incoming>, RetryOutcome), ProxyError> {
+    let replay = match &body {
+        RequestBody::Buffered(bytes) => Some(bytes.clone()),
+        RequestBody::Streaming(_) => None,
+    };
+    let (request, used) = authorized(state, route, &outgoing, body).await?;
+    let response = state.upstream.send(route, request).await?;
+    if response.status() != StatusCode::UNAUTHORIZED
+        || !state.credentials.can_refresh(&route.provider)
+    {
+        return Ok((response, RetryOutcome::NotNeeded));
+    }
+    // The token is suspect either way: the next request should not be sent with it.
+    state.credentials.invalidate(&route.provider, &used);
+    let Some(bytes) = replay else {
+        return Ok((response, RetryOutcome::NotReplayable));
+    };
+    drop(response);
+    tracing::info!(route = %route.name, provider = %route.provider, "upstream answered 401; replaying once with a fresh token");
+    let (request, _) = authorized(state, route, &outgoing, RequestBody::Buffered(bytes)).await?;
+    let response = state.upstream.send(route, request).await?;
+    let outcome = match response.status() {
+        StatusCode::UNAUTHORIZED => RetryOutcome::Failed,
+        _ => RetryOutcome::Recovered,
+    };
+    Ok((response, outcome))
+}
+
+async fn authorized(
+    state: &State,
+    route: &RouteConfig,
+    outgoing: &Outgoing,
+    body: RequestBody,
+) -> Result<
+    (
+        Request<ProxyBody>,
+        std::sync::Arc<crate::credential::AccessToken>,
+    ),
+    ProxyError,
+> {
+    let mut headers = outgoing.headers.clone();
+    let used = state.credentials.authorize(route, &mut headers).await?;
+    let mut request = Request::new(body.into_body());
+    *request.method_mut() = outgoing.method.clone();
+    *request.uri_mut() = outgoing.uri.clone();
+    *request.headers_mut() = headers;
+    Ok((request, used))
+}
+
+/// `first` then `second`, as one body.
+fn chain<A, B>(first: A, second: B) -> ProxyBody
+where
+    A: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+    B: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+{
+    use futures_util::StreamExt;
+    let frames =
+        http_body_util::BodyStream::new(first).chain(http_body_util::BodyStream::new(second));
+    BodyExt::boxed(http_body_util::StreamBody::new(frames))
+}
