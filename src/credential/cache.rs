@@ -12,9 +12,10 @@ use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
-use super::grant::{GrantError, TokenClient};
+use super::grant::{GrantError, GrantRequest, TokenClient};
 use super::token::AccessToken;
 use crate::config::{GrantConfig, ProviderConfig};
+use crate::secret::Secret;
 
 /// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
 const MIN_DEFAULT_MARGIN: Duration = Duration::from_secs(5);
@@ -32,6 +33,8 @@ pub struct TokenCache {
     provider: Arc<ProviderConfig>,
     client: TokenClient,
     current: ArcSwapOption<AccessToken>,
+    /// The newest refresh token, once one was issued (before that, the configured one).
+    refresh_token: Mutex<Option<Secret>>,
     /// Held only for a few instructions, never across an await.
     flight: Mutex<FlightState>,
 }
@@ -84,6 +87,7 @@ impl TokenCache {
             provider,
             client,
             current: ArcSwapOption::empty(),
+            refresh_token: Mutex::new(None),
             flight: Mutex::new(FlightState::default()),
         }
     }
@@ -178,15 +182,37 @@ impl TokenCache {
     async fn fetch(&self) -> Result<AccessToken, GrantError> {
         match &self.provider.grant {
             GrantConfig::ClientCredentials(endpoint) => {
-                self.client
-                    .client_credentials(&self.provider, endpoint)
-                    .await
+                let grant = GrantRequest::ClientCredentials;
+                Ok(self
+                    .client
+                    .request(&self.provider, endpoint, grant)
+                    .await?
+                    .token)
             }
-            GrantConfig::RefreshToken { .. } | GrantConfig::Static { .. } => {
-                Err(GrantError::Transient {
-                    reason: "this grant is not requested from a token endpoint yet".into(),
-                })
+            GrantConfig::RefreshToken {
+                endpoint,
+                refresh_token: seed,
+            } => {
+                let current = self
+                    .refresh_token
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let current = current.unwrap_or_else(|| seed.clone());
+                let grant = GrantRequest::RefreshToken(&current);
+                let issued = self.client.request(&self.provider, endpoint, grant).await?;
+                if let Some(rotated) = issued.refresh_token {
+                    // The vendor retired `current`: from now on only `rotated` works.
+                    *self
+                        .refresh_token
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(rotated);
+                }
+                Ok(issued.token)
             }
+            GrantConfig::Static { .. } => Err(GrantError::Transient {
+                reason: "a static token is never requested".into(),
+            }),
         }
     }
 

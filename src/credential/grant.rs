@@ -9,13 +9,22 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use http::StatusCode;
 
-use super::token::{AccessToken, TokenResponseError};
+use super::token::{AccessToken, Issued, TokenResponseError};
 use crate::config::{ClientAuth, ProviderConfig, TokenEndpoint};
+use crate::secret::Secret;
 
 /// Longest wait for a token endpoint's whole answer.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest token response read; a token endpoint has no reason to send more.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+/// Which grant a token request uses.
+#[derive(Debug, Clone, Copy)]
+pub enum GrantRequest<'a> {
+    ClientCredentials,
+    /// Exchange this refresh token; the answer may rotate it.
+    RefreshToken(&'a Secret),
+}
 
 /// Why no token came back. Never holds a secret or a response body, only codes and statuses.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,13 +68,14 @@ impl TokenClient {
         Ok(TokenClient { http })
     }
 
-    /// Asks `endpoint` for a client-credentials token.
-    pub async fn client_credentials(
+    /// One token request to `endpoint` for `grant`, shaped by the endpoint's `client_auth`.
+    pub async fn request(
         &self,
         provider: &ProviderConfig,
         endpoint: &TokenEndpoint,
-    ) -> Result<AccessToken, GrantError> {
-        let params = token_params("client_credentials", endpoint);
+        grant: GrantRequest<'_>,
+    ) -> Result<Issued, GrantError> {
+        let params = token_params(grant, endpoint);
         let request = self
             .http
             .post(endpoint.token_url.clone())
@@ -88,10 +98,23 @@ impl TokenClient {
 }
 
 /// The parameters of a token request, the client's credentials placed as `client_auth` says.
-fn token_params(grant_type: &str, endpoint: &TokenEndpoint) -> Vec<(String, serde_json::Value)> {
-    let mut params = vec![("grant_type".to_string(), grant_type.into())];
-    if !endpoint.scopes.is_empty() {
-        params.push(("scope".into(), endpoint.scopes.join(" ").into()));
+fn token_params(
+    grant: GrantRequest<'_>,
+    endpoint: &TokenEndpoint,
+) -> Vec<(String, serde_json::Value)> {
+    let mut params = Vec::new();
+    match grant {
+        GrantRequest::ClientCredentials => {
+            params.push(("grant_type".to_string(), "client_credentials".into()));
+            if !endpoint.scopes.is_empty() {
+                params.push(("scope".into(), endpoint.scopes.join(" ").into()));
+            }
+        }
+        // No scope: a refresh keeps the scope of the original grant (RFC 6749 section 6).
+        GrantRequest::RefreshToken(refresh_token) => {
+            params.push(("grant_type".to_string(), "refresh_token".into()));
+            params.push(("refresh_token".into(), refresh_token.expose().into()));
+        }
     }
     for (name, value) in &endpoint.extra_params {
         params.push((name.clone(), value.as_str().into()));
@@ -150,7 +173,7 @@ fn classify(
     retry_after: Option<Duration>,
     body: &[u8],
     provider: &ProviderConfig,
-) -> Result<AccessToken, GrantError> {
+) -> Result<Issued, GrantError> {
     match status.as_u16() {
         200..=299 => AccessToken::from_response(body, &provider.scheme, provider.default_ttl)
             .map_err(|error: TokenResponseError| GrantError::Transient {
@@ -222,7 +245,6 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
     fn endpoint(client_auth: ClientAuth) -> TokenEndpoint {
         TokenEndpoint {
@@ -252,7 +274,7 @@ mod tests {
     #[test]
     fn params_place_credentials_by_client_auth() {
         let names = |auth| {
-            token_params("client_credentials", &endpoint(auth))
+            token_params(GrantRequest::ClientCredentials, &endpoint(auth))
                 .into_iter()
                 .map(|(name, _)| name)
                 .collect::<Vec<_>>()

@@ -30,6 +30,13 @@ pub struct AccessToken {
     fields: BTreeMap<String, String>,
 }
 
+/// What a token endpoint issued: the access token and, with some grants, a (rotated) refresh token.
+#[derive(Debug)]
+pub struct Issued {
+    pub token: AccessToken,
+    pub refresh_token: Option<Secret>,
+}
+
 /// Why a token response could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenResponseError {
@@ -80,13 +87,14 @@ impl AccessToken {
         body: &[u8],
         scheme: &str,
         default_ttl: Duration,
-    ) -> Result<AccessToken, TokenResponseError> {
+    ) -> Result<Issued, TokenResponseError> {
         let serde_json::Value::Object(object) =
             serde_json::from_slice(body).map_err(|_| TokenResponseError::NotJson)?
         else {
             return Err(TokenResponseError::NotJson);
         };
         let mut value = None;
+        let mut refresh_token = None;
         let mut expires_in = None;
         let mut fields = BTreeMap::new();
         for (name, field) in object {
@@ -95,6 +103,9 @@ impl AccessToken {
                     value = Some(Secret::new(token));
                 }
                 // The refresh token is not a header-template field: it must never reach an upstream.
+                ("refresh_token", serde_json::Value::String(token)) if !token.is_empty() => {
+                    refresh_token = Some(Secret::new(token));
+                }
                 ("access_token" | "refresh_token", _) => {}
                 ("expires_in", field) => expires_in = seconds(&field),
                 (_, serde_json::Value::String(text)) => {
@@ -115,7 +126,10 @@ impl AccessToken {
             },
         };
         let lifetime = lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME);
-        AccessToken::new(value, scheme, (lifetime, source), fields)
+        Ok(Issued {
+            token: AccessToken::new(value, scheme, (lifetime, source), fields)?,
+            refresh_token,
+        })
     }
 
     /// The `Authorization` header value.

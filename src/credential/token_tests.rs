@@ -17,7 +17,9 @@ fn jwt_expiring_in(secs: u64) -> String {
 }
 
 fn parse(body: &str) -> (AccessToken, LifetimeSource) {
-    let token = AccessToken::from_response(body.as_bytes(), "Bearer", DEFAULT_TTL).unwrap();
+    let token = AccessToken::from_response(body.as_bytes(), "Bearer", DEFAULT_TTL)
+        .unwrap()
+        .token;
     let source = token.lifetime_source;
     (token, source)
 }
@@ -61,6 +63,20 @@ fn absurd_lifetimes_are_clamped() {
         (token.lifetime, source),
         (DEFAULT_TTL, LifetimeSource::Default)
     );
+}
+
+#[test]
+fn refresh_token_is_returned_apart() {
+    let issued = AccessToken::from_response(
+        br#"{"access_token":"t","refresh_token":"r2"}"#,
+        "Bearer",
+        DEFAULT_TTL,
+    )
+    .unwrap();
+    assert_eq!(issued.refresh_token.unwrap().expose(), "r2");
+    let issued =
+        AccessToken::from_response(br#"{"access_token":"t"}"#, "Bearer", DEFAULT_TTL).unwrap();
+    assert!(issued.refresh_token.is_none());
 }
 
 #[test]
