@@ -7,7 +7,9 @@ mod retry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
+};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
@@ -27,7 +29,25 @@ use retry::{Outgoing, RequestBody, send_with_retry};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Headers only authrelay may set, and headers some upstream frameworks obey to change the
+/// path or method after routing (IIS `X-Original-URL`, method overrides): a caller could use them
+/// to reach what its route does not allow.
+const CALLER_MAY_NOT_SET: [HeaderName; 13] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-method"),
+];
 
 /// Handles caller requests against the live state.
 #[derive(Clone)]
@@ -167,21 +187,35 @@ fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<
 /// request came from. `Host` is left to the client, which sets it from the upstream URI.
 fn rewrite_headers(headers: &mut HeaderMap, peer: Peer, original_host: Option<&str>) {
     strip_hop_by_hop(headers);
-    for name in [
-        AUTHORIZATION,
-        HOST,
-        X_FORWARDED_FOR,
-        X_FORWARDED_PROTO,
-        X_FORWARDED_HOST,
-        FORWARDED,
-    ] {
+    for name in [AUTHORIZATION, HOST] {
         headers.remove(name);
     }
+    for name in &CALLER_MAY_NOT_SET {
+        headers.remove(name);
+    }
+    join_cookies(headers);
     let client_ip = HeaderValue::from_str(&peer.addr.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     headers.insert(X_FORWARDED_FOR, client_ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.scheme));
     if let Some(value) = original_host.and_then(|host| HeaderValue::from_str(host).ok()) {
         headers.insert(X_FORWARDED_HOST, value);
+    }
+}
+
+/// HTTP/2 lets a caller split `cookie` into several fields; an HTTP/1.1 upstream must see one
+/// (RFC 9113 section 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
     }
 }

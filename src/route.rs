@@ -120,14 +120,19 @@ pub fn upstream_path_and_query(route: &RouteConfig, path: &str, query: Option<&s
 }
 
 /// Resolves `.` and `..` segments (also percent-encoded as `%2e`) and drops empty segments, keeping
-/// a trailing `/`. Returns `None` when `..` would climb above the root.
+/// a trailing `/`. Returns `None` when `..` would climb above the root, and for paths an upstream
+/// could read differently than this function does: encoded slashes or backslashes (`%2F`, `%5C`,
+/// `\`, which IIS and some frameworks treat as separators), NUL (`%00`), and dot segments
+/// carrying `;` parameters (`..;`, which Tomcat resolves).
 pub fn normalize_path(path: &str) -> Option<String> {
     if !path.starts_with('/') {
         return None;
     }
     let mut segments: Vec<&str> = Vec::new();
+    let mut last = Segment::Empty;
     for segment in path.split('/') {
-        match classify(segment) {
+        last = classify(segment)?;
+        match last {
             Segment::Empty | Segment::Current => {}
             Segment::Parent => {
                 segments.pop()?;
@@ -140,17 +145,14 @@ pub fn normalize_path(path: &str) -> Option<String> {
         normalized.push('/');
         normalized.push_str(segment);
     }
-    let ends_with_slash = path.ends_with('/')
-        || matches!(
-            classify(last_segment(path)),
-            Segment::Current | Segment::Parent
-        );
+    let ends_with_slash = matches!(last, Segment::Empty | Segment::Current | Segment::Parent);
     if normalized.is_empty() || ends_with_slash {
         normalized.push('/');
     }
     Some(normalized)
 }
 
+#[derive(Clone, Copy)]
 enum Segment {
     Empty,
     Current,
@@ -158,18 +160,35 @@ enum Segment {
     Name,
 }
 
-fn classify(segment: &str) -> Segment {
-    let lower = segment.to_ascii_lowercase();
-    match lower.as_str() {
-        "" => Segment::Empty,
-        "." | "%2e" => Segment::Current,
-        ".." | "%2e%2e" | ".%2e" | "%2e." => Segment::Parent,
-        _ => Segment::Name,
+/// What a segment means, or `None` when it is ambiguous (see [`normalize_path`]).
+fn classify(segment: &str) -> Option<Segment> {
+    let bytes = segment.as_bytes();
+    let escaped = |code: &[u8]| bytes.windows(3).any(|w| w.eq_ignore_ascii_case(code));
+    if bytes.contains(&b'\\') || escaped(b"%2f") || escaped(b"%5c") || escaped(b"%00") {
+        return None;
     }
-}
-
-fn last_segment(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or_default()
+    let (bare, has_params) = match segment.split_once(';') {
+        Some((bare, _)) => (bare, true),
+        None => (segment, false),
+    };
+    let is = |forms: &[&str]| forms.iter().any(|form| bare.eq_ignore_ascii_case(form));
+    let meaning = if bare.is_empty() {
+        if has_params {
+            Segment::Name
+        } else {
+            Segment::Empty
+        }
+    } else if is(&[".", "%2e"]) {
+        Segment::Current
+    } else if is(&["..", "%2e%2e", ".%2e", "%2e."]) {
+        Segment::Parent
+    } else {
+        Segment::Name
+    };
+    match meaning {
+        Segment::Current | Segment::Parent if has_params => None,
+        meaning => Some(meaning),
+    }
 }
 
 /// The host a request names: the absolute-form or HTTP/2 authority, else the `Host` header;

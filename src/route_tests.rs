@@ -126,6 +126,7 @@ fn paths_are_normalized_before_matching() {
     assert_eq!(normalize_path("/a/b/..").as_deref(), Some("/a/"));
     assert_eq!(normalize_path("/").as_deref(), Some("/"));
     assert_eq!(normalize_path("/.."), None);
+    assert_eq!(normalize_path("/a;v=1/b").as_deref(), Some("/a;v=1/b"));
     assert_eq!(normalize_path("a/b"), None);
 }
 
@@ -161,4 +162,19 @@ fn request_host_drops_the_port() {
         request_host(&absolute, Some("other")),
         Some("Vendor.example")
     );
+}
+
+#[test]
+fn paths_an_upstream_could_read_differently_are_refused() {
+    for path in [
+        "/partner/..%2F..%2Fadmin",
+        "/partner/..%2f",
+        "/partner/%5c..%5cadmin",
+        "/partner/..\\admin",
+        "/partner/..;/admin",
+        "/partner/.;x/admin",
+        "/partner/a%00b",
+    ] {
+        assert_eq!(normalize_path(path), None, "{path}");
+    }
 }

@@ -135,12 +135,12 @@ fn caused_by_body_limit(error: &(dyn StdError + 'static)) -> bool {
 /// fixed hop-by-hop set. Runs before credentials are injected, so `Connection: Authorization`
 /// cannot remove the injected header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Split the raw bytes: one non-ASCII token must not hide the valid names beside it.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -155,13 +155,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn strips_listed_and_fixed_hop_by_hop_headers() {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONNECTION,
-            "keep-alive, X-Secret-Hop, authorization".parse().unwrap(),
+            HeaderValue::from_bytes(b"keep-alive, X-Secret-Hop, caf\xc3\xa9, authorization")
+                .unwrap(),
         );
         headers.insert("x-secret-hop", "1".parse().unwrap());
         headers.insert(header::AUTHORIZATION, "Bearer caller".parse().unwrap());

@@ -203,9 +203,13 @@ async fn unknown_route_is_404_json() {
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "no_route");
-    // Dot segments are resolved before matching: this climbs out of /partner.
-    let response = get(&proxy, "/partner/../nowhere").await;
-    assert_eq!(response.status(), 404);
+    // Dot segments are resolved before matching (sent raw: HTTP clients resolve them first).
+    let answer = raw_exchange(
+        proxy.addr,
+        "GET /partner/../nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert_eq!(vendor.stats().api_requests, 0);
 }
 
@@ -369,4 +373,145 @@ fn peak_rss_kib() -> i64 {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+#[tokio::test]
+async fn paths_an_upstream_could_read_differently_are_refused() {
+    let vendor = sandbox().await;
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    for path in [
+        "/partner/..%2F..%2Fcross-river%2Fapi%2Fx",
+        "/partner/..\\..\\admin",
+        "/partner/%5c..%5cadmin",
+        "/partner/..;/admin",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        let answer = raw_exchange(proxy.addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(
+            answer.contains("x-relay-error: bad_request"),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(vendor.stats().api_requests, 0);
+}
+
+#[tokio::test]
+async fn headers_that_rewrite_path_or_method_upstream_are_dropped() {
+    let vendor = sandbox().await;
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    let mut request = client().get(proxy.url("/partner/x"));
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-method-override",
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+    ] {
+        request = request.header(name, "/admin");
+    }
+    let echoed = echo(request.send().await.unwrap()).await;
+    let names: Vec<&str> = echoed["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_str().unwrap())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("x-original") || n.starts_with("x-rewrite")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("method") || *n == "x-real-ip"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"x-forwarded-port") && !names.contains(&"x-forwarded-prefix"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
+    let vendor = sandbox().await;
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .get(proxy.url("/partner/c"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed_header(&echo(response).await, "cookie"), ["a=1; b=2"]);
+}
+
+#[tokio::test]
+async fn a_chunked_body_growing_past_the_limit_is_413() {
+    let vendor = sandbox().await;
+    let yaml = r#"
+listeners: [{ bind: "127.0.0.1:0" }]
+providers:
+  partner: { grant: static, token: pat-demo-token }
+routes:
+  - match: { path_prefix: /partner }
+    strip_prefix: true
+    upstream: "{sandbox}/partner/api"
+    provider: partner
+    max_body: 1KiB
+"#;
+    let proxy = TestProxy::start(yaml, &vendor).await;
+    let chunk = "a".repeat(600);
+    let request = format!(
+        "POST /partner/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+         258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let answer = raw_exchange(proxy.addr, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_large_request_body_streams_without_being_buffered() {
+    let vendor = sandbox().await;
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    let size: usize = 64 * 1024 * 1024;
+    let peak_before = peak_rss_kib();
+    let addr = proxy.addr;
+    // Chunked, from a small buffer, so that the test itself holds no copy of the body.
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let head = "POST /cultureamp/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'z'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap();
+            stream.write_all(&chunk).unwrap();
+            stream.write_all(b"\r\n").unwrap();
+        }
+        stream.write_all(b"0\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let echoed: serde_json::Value = serde_json::from_str(body_of(&answer)).unwrap();
+    assert_eq!(echoed["body_len"], size);
+    let growth_mib = (peak_rss_kib() - peak_before) / 1024;
+    // An OAuth route keeps bodies up to max_replay_body (1 MiB) for a replay, never more.
+    assert!(
+        growth_mib < 40,
+        "peak RSS grew by {growth_mib} MiB while streaming 64 MiB up"
+    );
 }

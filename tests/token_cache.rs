@@ -169,22 +169,56 @@ routes:
 }
 
 #[tokio::test]
-async fn a_token_near_expiry_is_renewed_while_it_keeps_being_served() {
+async fn a_token_near_expiry_is_renewed_in_the_background_while_it_keeps_being_served() {
     let vendor = sandbox().await;
-    vendor.set_token_ttl(Duration::from_secs(3));
+    vendor.set_token_ttl(Duration::from_secs(4));
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
-    // With a 3 s lifetime the margin is 1.5 s: within a few seconds a renewal must happen, and
-    // no call may fail while it does.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = echoed_header(
+        &echo(get(&proxy, "/cross-river/x").await).await,
+        "authorization",
+    );
+    // The renewal will fail: a caller that had to wait for it would get 503. With background
+    // renewal every caller keeps getting the still-valid token.
+    vendor.fail_next_token_requests(1, Failure::ServerError);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while vendor.token_requests(CROSS_RIVER) < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no renewal within 15 s"
+            "no renewal started within 10 s"
         );
-        let response = get(&proxy, "/cross-river/SignupCard/TestOauth").await;
-        assert_eq!(response.status(), 200);
+        let response = get(&proxy, "/cross-river/x").await;
+        assert_eq!(echoed_header(&echo(response).await, "authorization"), first);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn continuous_traffic_over_three_lifetimes_sees_one_renewal_per_lifetime() {
+    let vendor = sandbox().await;
+    vendor.set_token_ttl(Duration::from_secs(2));
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut tokens = Vec::new();
+    while tokio::time::Instant::now() < end {
+        let response = get(&proxy, "/cross-river/x").await;
+        let token = echoed_header(&echo(response).await, "authorization");
+        if tokens.last() != Some(&token) {
+            tokens.push(token);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests = vendor.token_requests(CROSS_RIVER);
+    // 6 s of 2 s tokens renewed 0.5 s early (a quarter of the lifetime): the first token, then
+    // one renewal every 1.5 s. Never more than one per lifetime and a spare.
+    assert!(
+        (3..=5).contains(&requests),
+        "{requests} token requests for 3 lifetimes"
+    );
+    assert_eq!(
+        tokens.len() as u64,
+        requests,
+        "every token obtained was used"
+    );
 }
 
 #[tokio::test]
@@ -260,4 +294,55 @@ async fn unreachable_token_endpoint_is_503() {
     let response = get(&proxy, "/cross-river/x").await;
     assert_relay_error(&response, 503, "token_unavailable");
     assert_eq!(vendor.stats().api_requests, 0);
+}
+
+#[tokio::test]
+async fn invalid_client_counts_as_rejection_whatever_the_status() {
+    for answer in [
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"invalid_client\"}",
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"invalid_client\"}",
+    ] {
+        let vendor = sandbox().await;
+        let (endpoint, requests) = support::canned_token_endpoint(answer).await;
+        let yaml = VENDORS_YAML.replace(
+            "{sandbox}/cross-river/connect/token",
+            &format!("http://{endpoint}/connect/token"),
+        );
+        let proxy = TestProxy::start(&yaml, &vendor).await;
+        for _ in 0..5 {
+            assert_relay_error(
+                &get(&proxy, "/cross-river/x").await,
+                503,
+                "credentials_rejected",
+            );
+        }
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_and_does_not_wedge_the_provider() {
+    let vendor = sandbox().await;
+    let answer = "HTTP/1.1 429 Too Many Requests\r\nretry-after: 9223372036854775807\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let (endpoint, requests) = support::canned_token_endpoint(answer).await;
+    let yaml = VENDORS_YAML.replace(
+        "{sandbox}/cross-river/connect/token",
+        &format!("http://{endpoint}/connect/token"),
+    );
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    for _ in 0..3 {
+        let response = get(&proxy, "/cross-river/x").await;
+        assert_relay_error(&response, 503, "token_unavailable");
+        let wait: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait <= 3600, "Retry-After {wait}");
+    }
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

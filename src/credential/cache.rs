@@ -5,6 +5,7 @@
 //! A rejected secret blocks the cache until it is rebuilt (new config) — never retried — and
 //! transient failures back off with full jitter, honouring `Retry-After`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ const MAX_DEFAULT_MARGIN: Duration = Duration::from_secs(300);
 /// Backoff after transient failures: first ceiling and largest ceiling (full jitter below it).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// A vendor's `Retry-After` is believed up to this long; beyond it is a bug or an attack.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Even full jitter waits this long, so a failing endpoint sees at most a few requests a second.
 const BACKOFF_FLOOR: Duration = Duration::from_millis(250);
 
@@ -133,8 +136,9 @@ impl TokenCache {
             .provider
             .refresh_before
             .unwrap_or_else(|| (token.lifetime / 10).clamp(MIN_DEFAULT_MARGIN, MAX_DEFAULT_MARGIN));
-        // A margin as long as the lifetime would make every request a miss.
-        margin.min(token.lifetime / 2)
+        // A margin near the lifetime would renew almost continuously: keep three quarters of
+        // every token's life for use.
+        margin.min(token.lifetime / 4)
     }
 
     fn join_or_start(self: &Arc<Self>, now: Instant) -> Result<Joined, CacheError> {
@@ -161,7 +165,16 @@ impl TokenCache {
         let cache = Arc::clone(self);
         // Spawned so that the request completes (and is cached) even if every waiter goes away.
         let task = tokio::spawn(async move {
-            let result = cache.fetch().await.map(Arc::new);
+            // A panic must still end the flight, or every later caller would wait on it forever.
+            let result = AssertUnwindSafe(cache.fetch())
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(GrantError::Transient {
+                        reason: "the token request panicked".into(),
+                    })
+                })
+                .map(Arc::new);
             cache.finish(&result);
             result
         });
@@ -235,7 +248,9 @@ impl TokenCache {
                 let delay = backoff(state.consecutive_failures, error);
                 tracing::warn!(provider = %self.provider.name, %error, retry_in = ?delay, "token request failed");
                 state.blocked = Some(Blocked::BackingOff {
-                    until: Instant::now() + delay,
+                    until: Instant::now()
+                        .checked_add(delay)
+                        .unwrap_or_else(Instant::now),
                     error: error.clone(),
                 });
             }
@@ -271,7 +286,7 @@ fn backoff(failures: u32, error: &GrantError) -> Duration {
         GrantError::RateLimited {
             retry_after: Some(wait),
             ..
-        } => jittered.max(*wait),
+        } => jittered.max((*wait).min(MAX_RETRY_AFTER)),
         _ => jittered,
     }
 }
@@ -304,5 +319,10 @@ mod tests {
             retry_after: Some(Duration::from_secs(90)),
         };
         assert!(backoff(1, &limited) >= Duration::from_secs(90));
+        let absurd = GrantError::RateLimited {
+            status: 429,
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        };
+        assert_eq!(backoff(1, &absurd), MAX_RETRY_AFTER);
     }
 }

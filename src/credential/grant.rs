@@ -26,6 +26,15 @@ pub enum GrantRequest<'a> {
     RefreshToken(&'a Secret),
 }
 
+/// RFC 6749 section 5.2 codes that mean the same request can never succeed.
+const REJECTING_CODES: [&str; 5] = [
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_grant",
+    "invalid_scope",
+    "unsupported_grant_type",
+];
+
 /// Why no token came back. Never holds a secret or a response body, only codes and statuses.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GrantError {
@@ -174,6 +183,16 @@ fn classify(
     body: &[u8],
     provider: &ProviderConfig,
 ) -> Result<Issued, GrantError> {
+    // An OAuth error code that says the credentials are wrong decides, whatever the status:
+    // some vendors send `invalid_client` with a 500 or even a 200, and each retry is a strike.
+    if let Some(code) = oauth_error_code(body)
+        && REJECTING_CODES.contains(&code.as_str())
+    {
+        return Err(GrantError::Rejected {
+            status: status.as_u16(),
+            oauth_error: Some(code),
+        });
+    }
     match status.as_u16() {
         200..=299 => AccessToken::from_response(body, &provider.scheme, provider.default_ttl)
             .map_err(|error: TokenResponseError| GrantError::Transient {

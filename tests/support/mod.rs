@@ -161,3 +161,28 @@ pub fn assert_relay_error(response: &reqwest::Response, status: u16, code: &str)
     assert_eq!(response.status(), status, "{response:?}");
     assert_eq!(response.headers()["x-relay-error"], code, "{response:?}");
 }
+
+/// A token endpoint that gives the same raw HTTP answer to every request and counts them: for
+/// vendor misbehaviour the sandbox does not simulate.
+pub async fn canned_token_endpoint(
+    answer: &'static str,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, requests)
+}
