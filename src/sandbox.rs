@@ -1,27 +1,41 @@
 //! The sandbox: the vendors of `VENDORS.md` simulated on loopback, so that tests, the demo and the
 //! benches exercise the same quirks offline. It sits beside the request path, never on it: the
-//! proxy talks to it exactly as it would talk to the real vendors.
+//! proxy talks to it exactly as it would talk to the real vendors. `authrelay sandbox` serves it
+//! alone with the demo credentials below; `authrelay demo` puts the proxy in front of it.
 //!
 //! One HTTP server (HTTP/1.1 and h2c on one port); the first path segment names the vendor:
 //!
 //! ```text
 //! POST /cross-river/connect/token        client_secret_post only; three wrong secrets lock the client
 //! GET  /cross-river/api/SignupCard/TestOauth
+//! *    /cross-river/api/payments/...     echo; 403 unless the scope holds payments.read/.write
 //! *    /cross-river/api/...              echo
+//! GET  /crossbeam/authorize              approves the demo user: 302 back with a code; PKCE S256
+//! POST /crossbeam/oauth/token            authorization_code; refresh_token rotates, reuse revokes
+//! GET  /crossbeam/api/v0.1/users/me      the demo user's organizations
+//! *    /crossbeam/api/...                echo; needs Xbeam-Organization, else 403
 //! POST /cultureamp/v1/oauth2/token       Basic or body auth; scope `target-entity:<uuid>:<perms>`
 //! *    /cultureamp/v1/...                echo
 //! POST /generic/oauth/token              Basic, form body or JSON body; records the shape it saw
 //! *    /generic/api/...                  echo
+//! GET  /xref/oauth/open-api/{client_id}  auto-approves; 302 to redirect_url with state and code
+//! POST /xref/oauth/tokens                JSON body only; a token that never expires
+//! POST /xref/oauth/deauthorize           `Authorization: Token`; revokes that token
+//! *    /xref/api/...                     echo; `Authorization: Token` only
 //! *    /partner/api/...                  echo, static personal access token only
 //! GET  /_sandbox/stats   POST /_sandbox/knobs   POST /_sandbox/revoke
 //! ```
 //!
 //! Under every API prefix, `.../_bytes?n=N`, `.../_status/NNN` and `.../_redirect` answer a
-//! streamed body of N bytes, that status, or a 302 (see `echo.rs`).
+//! streamed body of N bytes, that status, or a 302 (see `echo.rs`). The knobs shape the OAuth
+//! token answers; Xref's tokens stay opaque and never expire whatever they say.
 
 mod admin;
 mod api_auth;
+mod authorize;
+mod codes;
 mod cross_river;
+mod crossbeam;
 mod cultureamp;
 mod echo;
 mod generic;
@@ -33,6 +47,7 @@ mod stats;
 mod token_endpoint;
 mod token_request;
 mod tokens;
+mod xref;
 
 use std::io;
 use std::net::SocketAddr;
@@ -60,6 +75,23 @@ pub const CULTURE_AMP_CLIENT_SECRET: &str = "ca-demo-secret";
 pub const GENERIC_CLIENT_ID: &str = "gen-demo-client";
 /// Secret of [`GENERIC_CLIENT_ID`].
 pub const GENERIC_CLIENT_SECRET: &str = "gen-demo-secret";
+/// Demo client id that Crossbeam accepts out of the box.
+pub const CROSSBEAM_CLIENT_ID: &str = "cb-demo-client";
+/// Secret of [`CROSSBEAM_CLIENT_ID`].
+pub const CROSSBEAM_CLIENT_SECRET: &str = "cb-demo-secret";
+/// The one Crossbeam user every authorization approves as.
+pub const CROSSBEAM_USER_EMAIL: &str = "demo.user@example.com";
+/// The demo user's organizations as `(name, uuid)`; the uuid goes in `Xbeam-Organization`.
+pub const CROSSBEAM_ORGS: &[(&str, &str)] = &[
+    ("Demo Partner Org", "02fde942-c7cd-4f12-9d4e-07ee8a57c8c6"),
+    ("Demo Second Org", "7c1e4b2a-93d5-4f6e-8a0b-5d2c9e3f1a47"),
+];
+/// Demo client id that Xref accepts out of the box.
+pub const XREF_CLIENT_ID: &str = "xref-demo-client";
+/// Secret of [`XREF_CLIENT_ID`].
+pub const XREF_CLIENT_SECRET: &str = "xref-demo-secret";
+/// The integrated account every Xref authorization connects.
+pub const XREF_ACCOUNT_ID: &str = "5f0c2a9e7b3d41c8a6e2d9b04f1c7a35";
 /// Personal access token that the partner API accepts out of the box.
 pub const PARTNER_PAT: &str = "pat-demo-token";
 
@@ -68,10 +100,14 @@ pub const PARTNER_PAT: &str = "pat-demo-token";
 pub enum Vendor {
     /// Cross River: `/cross-river`.
     CrossRiver,
+    /// Crossbeam: `/crossbeam`.
+    Crossbeam,
     /// Culture Amp: `/cultureamp`.
     CultureAmp,
     /// A standard OAuth 2.0 vendor: `/generic`.
     Generic,
+    /// Xref: `/xref`.
+    Xref,
 }
 
 /// How token responses carry `expires_in`.
@@ -146,16 +182,20 @@ impl Vendor {
     pub fn path_name(self) -> &'static str {
         match self {
             Vendor::CrossRiver => "cross-river",
+            Vendor::Crossbeam => "crossbeam",
             Vendor::CultureAmp => "cultureamp",
             Vendor::Generic => "generic",
+            Vendor::Xref => "xref",
         }
     }
 
-    /// Token lifetime when no ttl knob is set: Culture Amp documents 3599 s, the others an hour.
+    /// Token lifetime when no ttl knob is set: Crossbeam documents 24 hours, Culture Amp 3599 s,
+    /// the others an hour (Xref's tokens never expire and ignore this).
     fn default_token_ttl(self) -> Duration {
         match self {
+            Vendor::Crossbeam => Duration::from_secs(24 * 3600),
             Vendor::CultureAmp => Duration::from_secs(3599),
-            Vendor::CrossRiver | Vendor::Generic => Duration::from_secs(3600),
+            Vendor::CrossRiver | Vendor::Generic | Vendor::Xref => Duration::from_secs(3600),
         }
     }
 }
@@ -179,6 +219,11 @@ impl Sandbox {
                     Secret::new(CROSS_RIVER_CLIENT_SECRET),
                 ),
                 (
+                    Vendor::Crossbeam,
+                    CROSSBEAM_CLIENT_ID.into(),
+                    Secret::new(CROSSBEAM_CLIENT_SECRET),
+                ),
+                (
                     Vendor::CultureAmp,
                     CULTURE_AMP_CLIENT_ID.into(),
                     Secret::new(CULTURE_AMP_CLIENT_SECRET),
@@ -187,6 +232,11 @@ impl Sandbox {
                     Vendor::Generic,
                     GENERIC_CLIENT_ID.into(),
                     Secret::new(GENERIC_CLIENT_SECRET),
+                ),
+                (
+                    Vendor::Xref,
+                    XREF_CLIENT_ID.into(),
+                    Secret::new(XREF_CLIENT_SECRET),
                 ),
             ],
             partner_tokens: vec![Secret::new(PARTNER_PAT)],
@@ -207,7 +257,8 @@ impl Sandbox {
         self
     }
 
-    /// Lifetime of every issued token, for all vendors (default 3600 s, Culture Amp 3599 s).
+    /// Lifetime of every issued token, for all vendors but Xref (default 3600 s, Culture Amp
+    /// 3599 s, Crossbeam 24 h).
     pub fn token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = Some(ttl);
         self
@@ -247,7 +298,7 @@ impl SandboxHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Lifetime of tokens issued from now on, for all vendors.
+    /// Lifetime of tokens issued from now on, for all vendors but Xref.
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.state.update_knobs(|knobs| knobs.token_ttl = Some(ttl));
     }
@@ -274,9 +325,34 @@ impl SandboxHandle {
         self.state.update_knobs(|knobs| knobs.latency = latency);
     }
 
-    /// Every token issued so far is rejected from now on (PATs are not issued tokens).
+    /// Every token issued so far, refresh tokens included, is rejected from now on (PATs are not
+    /// issued tokens).
     pub fn revoke_all_tokens(&self) {
         self.state.revoke_all_tokens();
+    }
+
+    /// A Crossbeam refresh token for `client_id`, as if the demo user had just connected with
+    /// every scope and `offline_access`: a new token family whose first refresh token this is.
+    /// Not counted as a token request.
+    pub fn crossbeam_refresh_token(&self, client_id: &str) -> String {
+        crossbeam::connect_offline(&self.state, client_id)
+    }
+
+    /// A Crossbeam authorization code, as if the demo user had approved `client_id` with every
+    /// scope and `offline_access` and been sent to `redirect_uri`, for tests that skip the
+    /// browser. `code_challenge` is an S256 challenge the token request must then answer.
+    pub fn crossbeam_authorization_code(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        code_challenge: Option<&str>,
+    ) -> String {
+        crossbeam::approve(&self.state, client_id, redirect_uri, code_challenge)
+    }
+
+    /// An Xref authorization code for `client_id`, as if an account user had approved it.
+    pub fn xref_code(&self, client_id: &str) -> String {
+        xref::approve(&self.state, client_id)
     }
 
     /// A snapshot of what the sandbox has seen.

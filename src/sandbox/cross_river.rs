@@ -2,6 +2,9 @@
 //! (client_secret_post), `payments.*` scopes, and a lock-out: after three wrong secrets the
 //! client stays locked, and even the right secret is refused. A proxy that retries a rejected
 //! secret takes its customer down here, which is what the tests of the proxy must show it avoids.
+//! On the API, a call under `payments/` outside the token's scope answers 403.
+
+use http::Method;
 
 use super::state::{ClientCheck, SandboxState};
 use super::token_endpoint::{Grant, OAuthError, require_client_credentials};
@@ -10,6 +13,19 @@ use super::{ClientAuth, Vendor};
 
 /// Every scope Cross River grants; an omitted scope means all of them.
 const ALLOWED_SCOPES: [&str; 2] = ["payments.read", "payments.write"];
+
+/// API calls under this prefix need `payments.read` to read and `payments.write` to change.
+const PAYMENTS_PREFIX: &str = "/cross-river/api/payments/";
+
+/// The scope an API call needs, if any.
+pub(super) fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
+    let payments = path.starts_with(PAYMENTS_PREFIX) || path == "/cross-river/api/payments";
+    match *method {
+        _ if !payments => None,
+        Method::GET | Method::HEAD | Method::OPTIONS => Some("payments.read"),
+        _ => Some("payments.write"),
+    }
+}
 
 /// Accepts or refuses one token request.
 pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Grant, OAuthError> {
@@ -65,8 +81,5 @@ pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Gran
             scopes.join(" ")
         }
     };
-    Ok(Grant {
-        client_id: client_id.to_owned(),
-        scope: Some(scope),
-    })
+    Ok(Grant::client_credentials(client_id, Some(scope)))
 }

@@ -43,10 +43,7 @@ pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Gran
             "scope must be target-entity:<uuid>:<permissions>",
         ));
     }
-    Ok(Grant {
-        client_id: client_id.to_owned(),
-        scope: Some(scopes.join(" ")),
-    })
+    Ok(Grant::client_credentials(client_id, Some(scopes.join(" "))))
 }
 
 /// `target-entity:8ed17dce-9eca-4383-a9e1-54f82c362b6d:employees-read,performance-evaluations-read`

@@ -24,8 +24,8 @@ pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Gran
             "invalid client credentials",
         ));
     }
-    Ok(Grant {
-        client_id: client_id.to_owned(),
-        scope: request.scope().map(str::to_owned),
-    })
+    Ok(Grant::client_credentials(
+        client_id,
+        request.scope().map(str::to_owned),
+    ))
 }

@@ -35,13 +35,13 @@ pub(super) fn error(status: StatusCode, error: &str, description: &str) -> Respo
     )
 }
 
-/// The API answer to a missing, malformed, unknown, expired or revoked token (RFC 6750 §3).
-pub(super) fn invalid_token(description: &str) -> Response<ResponseBody> {
+/// The API answer to a missing, malformed, unknown, expired or revoked token (RFC 6750 §3),
+/// `challenge` naming the API's scheme (`Bearer error="invalid_token"`).
+pub(super) fn invalid_token(challenge: &'static str, description: &str) -> Response<ResponseBody> {
     let mut response = error(StatusCode::UNAUTHORIZED, "invalid_token", description);
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     response
 }
 

@@ -1,5 +1,6 @@
 //! From a request to the vendor that answers it: the first path segment names the vendor, then
-//! the token endpoint or the API prefix decides. The latency knob delays every vendor answer.
+//! the authorize page, the token endpoint or the API prefix decides. The latency knob delays
+//! every vendor answer.
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -7,7 +8,7 @@ use hyper::body::Incoming;
 use super::api_auth::{self, AcceptedToken};
 use super::reply::{self, ResponseBody};
 use super::state::SandboxState;
-use super::{Vendor, admin, echo, token_endpoint};
+use super::{Vendor, admin, crossbeam, echo, token_endpoint, xref};
 
 /// A vendor that issues its own tokens: where they are obtained and where they are used.
 struct OAuthVendorRoutes {
@@ -16,11 +17,21 @@ struct OAuthVendorRoutes {
     api_prefix: &'static str,
 }
 
-const OAUTH_VENDORS: [OAuthVendorRoutes; 3] = [
+const OAUTH_VENDORS: [OAuthVendorRoutes; 5] = [
     OAuthVendorRoutes {
         vendor: Vendor::CrossRiver,
         token_path: "/cross-river/connect/token",
         api_prefix: "/cross-river/api/",
+    },
+    OAuthVendorRoutes {
+        vendor: Vendor::Crossbeam,
+        token_path: "/crossbeam/oauth/token",
+        api_prefix: "/crossbeam/api/",
+    },
+    OAuthVendorRoutes {
+        vendor: Vendor::Xref,
+        token_path: "/xref/oauth/tokens",
+        api_prefix: "/xref/api/",
     },
     OAuthVendorRoutes {
         vendor: Vendor::CultureAmp,
@@ -37,6 +48,11 @@ const OAUTH_VENDORS: [OAuthVendorRoutes; 3] = [
 /// The partner API takes static personal access tokens only.
 const PARTNER_API_PREFIX: &str = "/partner/api/";
 const PARTNER_NAME: &str = "partner";
+
+/// The browser steps of the code vendors, and Xref's disconnect.
+const CROSSBEAM_AUTHORIZE_PATH: &str = "/crossbeam/authorize";
+const XREF_AUTHORIZE_PREFIX: &str = "/xref/oauth/open-api/";
+const XREF_DEAUTHORIZE_PATH: &str = "/xref/oauth/deauthorize";
 
 /// Cross River's documented connectivity check.
 const CROSS_RIVER_TEST_PATH: &str = "/cross-river/api/SignupCard/TestOauth";
@@ -60,6 +76,24 @@ pub(super) async fn route(
 
 async fn vendor_route(state: &SandboxState, request: Request<Incoming>) -> Response<ResponseBody> {
     let path = request.uri().path();
+    if path == CROSSBEAM_AUTHORIZE_PATH {
+        if request.method() != Method::GET {
+            return reply::method_not_allowed("GET");
+        }
+        return crossbeam::authorize(state, request.uri().query());
+    }
+    if let Some(client_id) = path.strip_prefix(XREF_AUTHORIZE_PREFIX) {
+        if request.method() != Method::GET {
+            return reply::method_not_allowed("GET");
+        }
+        return xref::authorize(state, client_id, request.uri().query());
+    }
+    if path == XREF_DEAUTHORIZE_PATH {
+        if request.method() != Method::POST {
+            return reply::method_not_allowed("POST");
+        }
+        return xref::deauthorize(state, request.headers());
+    }
     for routes in &OAUTH_VENDORS {
         if path == routes.token_path {
             if request.method() != Method::POST {
@@ -96,14 +130,18 @@ async fn api(
     vendor_name: &'static str,
 ) -> Response<ResponseBody> {
     state.count_api_request();
-    if let Err(reason) = api_auth::authorize(state, request.headers(), accepted) {
-        return reply::invalid_token(reason);
+    let (method, path) = (request.method(), request.uri().path());
+    if let Err(refusal) = api_auth::authorize(state, method, path, request.headers(), accepted) {
+        return refusal.into_response();
     }
-    if request.method() == Method::GET && request.uri().path() == CROSS_RIVER_TEST_PATH {
+    if method == Method::GET && path == CROSS_RIVER_TEST_PATH {
         return reply::json(
             StatusCode::OK,
             &serde_json::json!({"status": "ok", "message": "OAuth token is valid"}),
         );
+    }
+    if method == Method::GET && path == crossbeam::USERS_ME_PATH {
+        return crossbeam::users_me();
     }
     echo::handle(vendor_name, request).await
 }

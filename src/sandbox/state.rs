@@ -1,18 +1,25 @@
 //! Everything the sandbox remembers between requests: knobs, registered clients, Cross River
-//! strikes, issued tokens and stats. One mutex, never held across an `.await`.
+//! strikes, authorization codes, issued tokens and their families, and stats. One mutex, never
+//! held across an `.await`.
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::codes::{ApprovedCode, CodeExchange, CodeRegistry, CodeRejection};
 use super::token_request::TokenRequest;
-use super::tokens::{IssueError, TokenRegistry, TokenRejection};
+use super::tokens::{
+    FamilyId, RefreshRejection, Rotation, TokenGrant, TokenRegistry, TokenRejection,
+};
 use super::{ExpiresIn, Failure, SandboxStats, TokenFormat, Vendor};
 use crate::secret::Secret;
 
 /// Cross River locks a client after this many wrong secrets (VENDORS.md §2).
 const STRIKES_BEFORE_LOCK: u32 = 3;
+
+/// Stands in the stats for a parameter whose value is a credential.
+const REDACTED: &str = "[redacted]";
 
 /// The knobs tests and scripts turn at run time.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +55,7 @@ struct Inner {
     partner_tokens: Vec<Secret>,
     /// Wrong secrets per Cross River client_id; at [`STRIKES_BEFORE_LOCK`] the client is locked.
     strikes: HashMap<String, u32>,
+    codes: CodeRegistry,
     tokens: TokenRegistry,
     stats: SandboxStats,
 }
@@ -75,6 +83,7 @@ impl SandboxState {
                 .collect(),
             partner_tokens,
             strikes: HashMap::new(),
+            codes: CodeRegistry::default(),
             tokens,
             stats: SandboxStats::default(),
         };
@@ -119,8 +128,12 @@ impl SandboxState {
         client.token_requests += 1;
         client.last_client_auth = request.client_auth;
         client.last_scope = request.scope().map(str::to_owned);
-        // `TokenRequest` never holds client_secret among its params.
+        // `TokenRequest` never holds client_secret, codes or refresh tokens among its params;
+        // that they were sent is still worth seeing.
         client.last_params = request.params.clone();
+        for name in request.secret_params.keys() {
+            client.last_params.insert(name.clone(), REDACTED.to_owned());
+        }
     }
 
     pub(super) fn count_api_request(&self) {
@@ -158,16 +171,68 @@ impl SandboxState {
 
     pub(super) fn issue_token(
         &self,
-        vendor: Vendor,
-        client_id: &str,
+        grant: TokenGrant<'_>,
         ttl: Duration,
         format: TokenFormat,
-    ) -> Result<String, IssueError> {
-        self.lock().tokens.issue(vendor, client_id, ttl, format)
+    ) -> String {
+        self.lock().tokens.issue(grant, ttl, format)
     }
 
-    pub(super) fn check_token(&self, vendor: Vendor, token: &str) -> Result<(), TokenRejection> {
-        self.lock().tokens.check(vendor, token)
+    pub(super) fn check_token(
+        &self,
+        vendor: Vendor,
+        token: &str,
+        required_scope: Option<&str>,
+    ) -> Result<(), TokenRejection> {
+        self.lock().tokens.check(vendor, token, required_scope)
+    }
+
+    /// Forgets one token of `vendor`; false when there was no such token.
+    pub(super) fn revoke_token(&self, vendor: Vendor, token: &str) -> bool {
+        self.lock().tokens.revoke(vendor, token)
+    }
+
+    /// Remembers what the user approved; returns the code to redirect with.
+    pub(super) fn approve_code(&self, approved: ApprovedCode) -> String {
+        let mut inner = self.lock();
+        let code = inner.tokens.mint();
+        inner.codes.insert(code.clone(), approved);
+        code
+    }
+
+    pub(super) fn redeem_code(
+        &self,
+        code: &str,
+        exchange: CodeExchange<'_>,
+    ) -> Result<ApprovedCode, CodeRejection> {
+        self.lock().codes.redeem(code, exchange)
+    }
+
+    /// A new token family for one user connection, without refresh tokens.
+    pub(super) fn open_family(&self, client_id: &str, scope: &str) -> FamilyId {
+        self.lock().tokens.open_family(client_id, scope)
+    }
+
+    /// A new token family with its first refresh token (`offline_access` was granted).
+    pub(super) fn open_offline_family(&self, client_id: &str, scope: &str) -> (FamilyId, String) {
+        self.lock().tokens.open_offline_family(client_id, scope)
+    }
+
+    /// Rotates a refresh token, counting the grant or the family revoked by its reuse.
+    pub(super) fn rotate_refresh_token(
+        &self,
+        client_id: &str,
+        presented: &str,
+    ) -> Result<Rotation, RefreshRejection> {
+        let mut inner = self.lock();
+        let rotated = inner.tokens.rotate(client_id, presented);
+        let client = inner.stats.clients.entry(client_id.to_owned()).or_default();
+        match &rotated {
+            Ok(_) => client.refresh_grants += 1,
+            Err(RefreshRejection::Reused) => client.families_revoked += 1,
+            Err(_) => {}
+        }
+        rotated
     }
 
     pub(super) fn is_partner_token(&self, token: &str) -> bool {

@@ -27,8 +27,13 @@ pub struct ClientStats {
     pub last_client_auth: Option<ClientAuth>,
     /// `scope` of the last request.
     pub last_scope: Option<String>,
-    /// Body parameters of the last request, `client_secret` left out.
+    /// Body parameters of the last request, `client_secret` left out; `code`, `code_verifier`
+    /// and `refresh_token` appear with the value `[redacted]`.
     pub last_params: BTreeMap<String, String>,
     /// True once Cross River locked this client after three wrong secrets.
     pub locked: bool,
+    /// Crossbeam refresh token grants answered with new tokens.
+    pub refresh_grants: u64,
+    /// Crossbeam token families revoked because a retired refresh token came back.
+    pub families_revoked: u64,
 }

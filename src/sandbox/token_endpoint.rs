@@ -1,5 +1,8 @@
 //! The path every token request takes: read the body, count it, maybe answer an injected
-//! failure, let the vendor decide (`cross_river.rs`, `cultureamp.rs`, `generic.rs`), then issue.
+//! failure, let the vendor decide (`cross_river.rs`, `crossbeam.rs`, `cultureamp.rs`,
+//! `generic.rs`, `xref.rs`), then issue and answer in the vendor's shape.
+
+use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -9,7 +12,11 @@ use hyper::body::Incoming;
 use super::reply::{self, ResponseBody};
 use super::state::SandboxState;
 use super::token_request::TokenRequest;
-use super::{ClientAuth, ExpiresIn, Failure, Vendor, cross_river, cultureamp, generic};
+use super::tokens::{FamilyId, TokenGrant};
+use super::{
+    ClientAuth, ExpiresIn, Failure, TokenFormat, Vendor, cross_river, crossbeam, cultureamp,
+    generic, xref,
+};
 
 /// Token requests are a few parameters; anything bigger is refused unread.
 const MAX_TOKEN_REQUEST_BODY: usize = 64 * 1024;
@@ -18,8 +25,22 @@ const MAX_TOKEN_REQUEST_BODY: usize = 64 * 1024;
 #[derive(Debug)]
 pub(super) struct Grant {
     pub client_id: String,
-    /// Echoed in the response when present.
+    /// Echoed in the response when present; the API checks calls against it.
     pub scope: Option<String>,
+    /// The token family the access token joins (Crossbeam): revoked together on theft.
+    pub family: Option<FamilyId>,
+    /// Answered as `refresh_token` (Crossbeam with `offline_access`).
+    pub refresh_token: Option<String>,
+    pub answer: AnswerShape,
+}
+
+/// How the token response is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AnswerShape {
+    /// RFC 6749 §5.1: `access_token`, `token_type`, `expires_in` (by the knob), `scope`.
+    OAuth,
+    /// Xref: `{"access_token", "xref_account_id"}` and nothing else; the token never expires.
+    Xref { account_id: &'static str },
 }
 
 /// An OAuth 2.0 error answer (RFC 6749 §5.2).
@@ -30,6 +51,21 @@ pub(super) struct OAuthError {
     description: &'static str,
     /// RFC 6749: a failed Basic authentication answers 401 with a `WWW-Authenticate: Basic`.
     basic_challenge: bool,
+}
+
+// === impl Grant ===
+
+impl Grant {
+    /// A client credentials grant: a token for the client itself, in the RFC's answer shape.
+    pub(super) fn client_credentials(client_id: &str, scope: Option<String>) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            scope,
+            family: None,
+            refresh_token: None,
+            answer: AnswerShape::OAuth,
+        }
+    }
 }
 
 // === impl OAuthError ===
@@ -49,6 +85,26 @@ impl OAuthError {
             Some(ClientAuth::Basic) => Self::invalid_basic_client(description),
             _ => Self::bad_request("invalid_client", description),
         }
+    }
+
+    /// A rejected client at a vendor that always answers 401 for it (Crossbeam), with no
+    /// `WWW-Authenticate` since the secret came in the body.
+    pub(super) fn unauthorized_client(description: &'static str) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description,
+            basic_challenge: false,
+        }
+    }
+
+    /// A code, verifier or refresh token that is not (or no longer) good.
+    pub(super) fn invalid_grant(description: &'static str) -> Self {
+        Self::bad_request("invalid_grant", description)
+    }
+
+    pub(super) fn unsupported_grant_type(description: &'static str) -> Self {
+        Self::bad_request("unsupported_grant_type", description)
     }
 
     pub(super) fn invalid_basic_client(description: &'static str) -> Self {
@@ -85,8 +141,7 @@ impl OAuthError {
 pub(super) fn require_client_credentials(request: &TokenRequest) -> Result<(), OAuthError> {
     match request.param("grant_type") {
         Some("client_credentials") => Ok(()),
-        Some(_) => Err(OAuthError::bad_request(
-            "unsupported_grant_type",
+        Some(_) => Err(OAuthError::unsupported_grant_type(
             "only client_credentials",
         )),
         None => Err(OAuthError::invalid_request("grant_type missing")),
@@ -112,8 +167,10 @@ pub(super) async fn handle(
     }
     let granted = parsed.and_then(|request| match vendor {
         Vendor::CrossRiver => cross_river::grant(state, &request),
+        Vendor::Crossbeam => crossbeam::grant(state, &request),
         Vendor::CultureAmp => cultureamp::grant(state, &request),
         Vendor::Generic => generic::grant(state, &request),
+        Vendor::Xref => xref::grant(state, &request),
     });
     match granted {
         Ok(grant) => issue(state, vendor, grant),
@@ -121,29 +178,53 @@ pub(super) async fn handle(
     }
 }
 
-/// `{"access_token", "token_type", "expires_in", "scope"}`, shaped by the knobs.
+/// The access token and the answer in the grant's shape; the OAuth shape follows the knobs.
 fn issue(state: &SandboxState, vendor: Vendor, grant: Grant) -> Response<ResponseBody> {
     let knobs = state.knobs();
-    let ttl = knobs
-        .token_ttl
-        .unwrap_or_else(|| vendor.default_token_ttl());
-    let Ok(token) = state.issue_token(vendor, &grant.client_id, ttl, knobs.token_format) else {
-        return failure_response(Failure::ServerError);
+    let (ttl, format) = match grant.answer {
+        // Xref tokens are opaque and live until deauthorized, whatever the knobs say.
+        AnswerShape::Xref { .. } => (Duration::MAX, TokenFormat::Opaque),
+        AnswerShape::OAuth => (
+            knobs
+                .token_ttl
+                .unwrap_or_else(|| vendor.default_token_ttl()),
+            knobs.token_format,
+        ),
     };
+    let token = state.issue_token(
+        TokenGrant {
+            vendor,
+            client_id: &grant.client_id,
+            scope: grant.scope.as_deref(),
+            family: grant.family,
+        },
+        ttl,
+        format,
+    );
     let mut body = serde_json::Map::new();
     body.insert("access_token".into(), token.into());
-    body.insert("token_type".into(), "Bearer".into());
-    match knobs.expires_in {
-        ExpiresIn::Number => {
-            body.insert("expires_in".into(), ttl.as_secs().into());
+    match grant.answer {
+        AnswerShape::Xref { account_id } => {
+            body.insert("xref_account_id".into(), account_id.into());
         }
-        ExpiresIn::String => {
-            body.insert("expires_in".into(), ttl.as_secs().to_string().into());
+        AnswerShape::OAuth => {
+            body.insert("token_type".into(), "Bearer".into());
+            match knobs.expires_in {
+                ExpiresIn::Number => {
+                    body.insert("expires_in".into(), ttl.as_secs().into());
+                }
+                ExpiresIn::String => {
+                    body.insert("expires_in".into(), ttl.as_secs().to_string().into());
+                }
+                ExpiresIn::Omit => {}
+            }
+            if let Some(scope) = grant.scope {
+                body.insert("scope".into(), scope.into());
+            }
+            if let Some(refresh_token) = grant.refresh_token {
+                body.insert("refresh_token".into(), refresh_token.into());
+            }
         }
-        ExpiresIn::Omit => {}
-    }
-    if let Some(scope) = grant.scope {
-        body.insert("scope".into(), scope.into());
     }
     let mut response = reply::json(StatusCode::OK, &serde_json::Value::Object(body));
     // RFC 6749 §5.1: token responses must not be cached.

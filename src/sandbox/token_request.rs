@@ -1,6 +1,6 @@
-//! Reading a client credentials token request, whatever shape it takes: a form or JSON body, and
-//! the client authenticated by `Authorization: Basic` or by `client_secret` in the body. Which
-//! shapes a vendor accepts is the vendor's decision (`cross_river.rs`, `cultureamp.rs`, ...).
+//! Reading a token request, whatever shape it takes: a form or JSON body, and the client
+//! authenticated by `Authorization: Basic` or by `client_secret` in the body. Which shapes and
+//! grants a vendor accepts is the vendor's decision (`cross_river.rs`, `crossbeam.rs`, ...).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,9 @@ use super::ClientAuth;
 use super::token_endpoint::OAuthError;
 use crate::secret::Secret;
 
+/// Body parameters that carry a credential, kept apart from `params` as `client_secret` is.
+const SECRET_PARAMS: [&str; 3] = ["code", "code_verifier", "refresh_token"];
+
 /// How the token request body was encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BodyFormat {
@@ -20,8 +23,8 @@ pub(super) enum BodyFormat {
     Json,
 }
 
-/// A parsed token request. `client_secret` is kept apart from `params` so that recording the
-/// params can never record the secret.
+/// A parsed token request. `client_secret` and the [`SECRET_PARAMS`] are kept apart from
+/// `params` so that recording the params can never record a credential.
 #[derive(Debug)]
 pub(super) struct TokenRequest {
     pub body_format: BodyFormat,
@@ -30,8 +33,10 @@ pub(super) struct TokenRequest {
     /// From the Basic header when there is one, else the body's `client_id`.
     pub client_id: Option<String>,
     pub client_secret: Option<Secret>,
-    /// Every body parameter but `client_secret`: grant_type, scope, client_id, audience, ...
+    /// Every body parameter but the secret ones: grant_type, scope, client_id, audience, ...
     pub params: BTreeMap<String, String>,
+    /// `code`, `code_verifier`, `refresh_token` when sent.
+    pub secret_params: BTreeMap<String, Secret>,
 }
 
 // === impl TokenRequest ===
@@ -42,6 +47,10 @@ impl TokenRequest {
         let basic = basic_credentials(headers)?;
         let (body_format, mut params) = body_params(headers, body)?;
         let body_secret = params.remove("client_secret").map(Secret::new);
+        let secret_params = SECRET_PARAMS
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), Secret::new(params.remove(*name)?))))
+            .collect();
 
         let (client_auth, client_id, client_secret) = match (basic, body_secret) {
             // RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
@@ -66,6 +75,7 @@ impl TokenRequest {
             client_id,
             client_secret,
             params,
+            secret_params,
         })
     }
 
@@ -75,6 +85,11 @@ impl TokenRequest {
 
     pub(super) fn scope(&self) -> Option<&str> {
         self.param("scope")
+    }
+
+    /// The plain text of `code`, `code_verifier` or `refresh_token`, for checking it.
+    pub(super) fn secret_param(&self, name: &str) -> Option<&str> {
+        self.secret_params.get(name).map(Secret::expose)
     }
 }
 
@@ -182,9 +197,11 @@ mod tests {
         );
         let request = TokenRequest::parse(
             &headers,
-            b"grant_type=client_credentials&client_id=a&client_secret=s&audience=x",
+            b"grant_type=refresh_token&client_id=a&client_secret=s&audience=x&refresh_token=r",
         )
         .unwrap();
+        assert!(!request.params.contains_key("refresh_token"));
+        assert_eq!(request.secret_param("refresh_token"), Some("r"));
         assert_eq!(request.client_auth, Some(ClientAuth::Post));
         assert_eq!(request.client_id.as_deref(), Some("a"));
         assert!(!request.params.contains_key("client_secret"));

@@ -1,10 +1,14 @@
-//! Access tokens the sandbox issues and later checks on the vendor APIs.
+//! Access and refresh tokens the sandbox issues and later checks on the vendor APIs.
 //!
 //! A JWT is `base64url(header).base64url(payload).base64url(HMAC-SHA256)` with a payload of
 //! `sub`, `exp`, `iat`, `jti`, so clients can read `exp` as real vendors' tokens allow. The
 //! registry, not the signature, is the authority: a token is valid while it is in the registry,
 //! for the vendor that issued it, before its `tokio::time::Instant` expiry (so a paused test
-//! clock controls it), and until `revoke_all` empties the registry.
+//! clock controls it), while its family (if any) stands, and until `revoke_all` empties it.
+//!
+//! A family is what one user connection produced (Crossbeam): its access tokens and its chain of
+//! refresh tokens. Refreshing rotates: the presented refresh token retires and a new one is
+//! current. A retired one presented again means it was stolen, and the whole family is revoked.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,34 +21,81 @@ use tokio::time::Instant;
 
 use super::{TokenFormat, Vendor};
 
-/// Expiry used when `now + ttl` does not fit an `Instant` (a ttl knob of u64::MAX seconds).
+/// Expiry used when `now + ttl` does not fit an `Instant` (a ttl of `Duration::MAX`).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Past this many entries, issuing a token first forgets the expired ones.
 const PRUNE_ABOVE: usize = 10_000;
 
-/// The random generator failed; the token endpoint answers 500.
-#[derive(Debug)]
-pub(super) struct IssueError;
+/// Names one family of tokens.
+pub(super) type FamilyId = u64;
 
-/// Why an API call's token was refused, for the `error_description`.
+/// Who a token is issued to and what it may do.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TokenGrant<'a> {
+    pub vendor: Vendor,
+    pub client_id: &'a str,
+    /// Space separated; `None` holds no scope at all.
+    pub scope: Option<&'a str>,
+    pub family: Option<FamilyId>,
+}
+
+/// Why an API call's token was refused. All but `InsufficientScope` are a 401.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TokenRejection {
     Unknown,
     OtherVendor,
     Expired,
+    FamilyRevoked,
+    InsufficientScope,
+}
+
+/// Why a refresh token was refused: all are `invalid_grant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RefreshRejection {
+    Unknown,
+    OtherClient,
+    /// Revoked earlier (by reuse or `revoke_all`).
+    Revoked,
+    /// A retired refresh token came back: the family has just been revoked.
+    Reused,
+}
+
+/// A successful rotation: the family, its scope and the new current refresh token.
+#[derive(Debug)]
+pub(super) struct Rotation {
+    pub family: FamilyId,
+    pub scope: String,
+    pub refresh_token: String,
 }
 
 #[derive(Debug)]
 struct IssuedToken {
     vendor: Vendor,
     expires_at: Instant,
+    scope: Option<String>,
+    family: Option<FamilyId>,
+}
+
+#[derive(Debug)]
+struct Family {
+    client_id: String,
+    scope: String,
+    /// The one refresh token that may be used next; `None` without `offline_access`.
+    current_refresh: Option<String>,
+    revoked: bool,
 }
 
 /// Tokens issued and still remembered, keyed by their full text.
 pub(super) struct TokenRegistry {
     signing_key: hmac::Key,
+    /// Unique text comes from HMAC(minting_key, counter): unguessable, and never fails.
+    minting_key: hmac::Key,
+    minted: u64,
     issued: HashMap<String, IssuedToken>,
+    families: HashMap<FamilyId, Family>,
+    /// Every refresh token ever issued, current or retired, to its family.
+    refresh_tokens: HashMap<String, FamilyId>,
 }
 
 // === impl TokenRejection ===
@@ -55,6 +106,21 @@ impl TokenRejection {
             TokenRejection::Unknown => "token unknown or revoked",
             TokenRejection::OtherVendor => "token issued by another vendor",
             TokenRejection::Expired => "token expired",
+            TokenRejection::FamilyRevoked => "token revoked with its refresh token family",
+            TokenRejection::InsufficientScope => "token scope does not cover this call",
+        }
+    }
+}
+
+// === impl RefreshRejection ===
+
+impl RefreshRejection {
+    pub(super) fn description(self) -> &'static str {
+        match self {
+            RefreshRejection::Unknown => "unknown refresh token",
+            RefreshRejection::OtherClient => "refresh token issued to another client",
+            RefreshRejection::Revoked => "refresh token revoked",
+            RefreshRejection::Reused => "refresh token reused: token family revoked",
         }
     }
 }
@@ -62,42 +128,58 @@ impl TokenRejection {
 // === impl TokenRegistry ===
 
 impl TokenRegistry {
-    /// A registry with a fresh random signing key.
+    /// A registry with fresh random signing and minting keys.
     pub(super) fn new() -> Result<Self, Unspecified> {
-        let mut key = [0u8; 32];
-        rand::fill(&mut key)?;
         Ok(Self {
-            signing_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            signing_key: random_key()?,
+            minting_key: random_key()?,
+            minted: 0,
             issued: HashMap::new(),
+            families: HashMap::new(),
+            refresh_tokens: HashMap::new(),
         })
+    }
+
+    /// 43 characters of base64url that no one can predict and no two calls share.
+    pub(super) fn mint(&mut self) -> String {
+        self.minted += 1;
+        let tag = hmac::sign(&self.minting_key, &self.minted.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
     pub(super) fn issue(
         &mut self,
-        vendor: Vendor,
-        client_id: &str,
+        grant: TokenGrant<'_>,
         ttl: Duration,
         format: TokenFormat,
-    ) -> Result<String, IssueError> {
+    ) -> String {
         let now = Instant::now();
         if self.issued.len() > PRUNE_ABOVE {
             self.issued.retain(|_, token| token.expires_at > now);
         }
         let token = match format {
-            TokenFormat::Jwt => self.signed_jwt(client_id, ttl)?,
-            TokenFormat::Opaque => URL_SAFE_NO_PAD.encode(random_bytes::<32>()?),
+            TokenFormat::Jwt => self.signed_jwt(grant.client_id, ttl),
+            TokenFormat::Opaque => self.mint(),
         };
         self.issued.insert(
             token.clone(),
             IssuedToken {
-                vendor,
+                vendor: grant.vendor,
                 expires_at: now.checked_add(ttl).unwrap_or(now + FOREVER),
+                scope: grant.scope.map(str::to_owned),
+                family: grant.family,
             },
         );
-        Ok(token)
+        token
     }
 
-    pub(super) fn check(&self, vendor: Vendor, token: &str) -> Result<(), TokenRejection> {
+    /// `Ok` when `token` is live for `vendor` and its scope holds `required_scope`, if given.
+    pub(super) fn check(
+        &self,
+        vendor: Vendor,
+        token: &str,
+        required_scope: Option<&str>,
+    ) -> Result<(), TokenRejection> {
         let issued = self.issued.get(token).ok_or(TokenRejection::Unknown)?;
         if issued.vendor != vendor {
             return Err(TokenRejection::OtherVendor);
@@ -105,10 +187,35 @@ impl TokenRegistry {
         if Instant::now() >= issued.expires_at {
             return Err(TokenRejection::Expired);
         }
+        let family_revoked = issued
+            .family
+            .and_then(|family| self.families.get(&family))
+            .is_some_and(|family| family.revoked);
+        if family_revoked {
+            return Err(TokenRejection::FamilyRevoked);
+        }
+        if let Some(required) = required_scope {
+            let granted = issued.scope.as_deref().unwrap_or_default();
+            if !granted.split_whitespace().any(|scope| scope == required) {
+                return Err(TokenRejection::InsufficientScope);
+            }
+        }
         Ok(())
     }
 
-    /// Forgets every token; returns how many were still live.
+    /// Forgets one token; false when it was not a token of `vendor`.
+    pub(super) fn revoke(&mut self, vendor: Vendor, token: &str) -> bool {
+        match self.issued.get(token) {
+            Some(issued) if issued.vendor == vendor => {
+                self.issued.remove(token);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets every token, refresh tokens and families included; returns how many access tokens
+    /// were still live.
     pub(super) fn revoke_all(&mut self) -> usize {
         let now = Instant::now();
         let live = self
@@ -117,19 +224,86 @@ impl TokenRegistry {
             .filter(|token| token.expires_at > now)
             .count();
         self.issued.clear();
+        self.refresh_tokens.clear();
+        for family in self.families.values_mut() {
+            family.revoked = true;
+        }
         live
     }
 
-    fn signed_jwt(&self, client_id: &str, ttl: Duration) -> Result<String, IssueError> {
+    /// A new family for one user connection, without refresh tokens.
+    pub(super) fn open_family(&mut self, client_id: &str, scope: &str) -> FamilyId {
+        let id = FamilyId::try_from(self.families.len()).unwrap_or(FamilyId::MAX);
+        self.families.insert(
+            id,
+            Family {
+                client_id: client_id.to_owned(),
+                scope: scope.to_owned(),
+                current_refresh: None,
+                revoked: false,
+            },
+        );
+        id
+    }
+
+    /// A new family for a connection that asked for `offline_access`, and its first refresh token.
+    pub(super) fn open_offline_family(
+        &mut self,
+        client_id: &str,
+        scope: &str,
+    ) -> (FamilyId, String) {
+        let id = self.open_family(client_id, scope);
+        let refresh_token = self.mint();
+        self.refresh_tokens.insert(refresh_token.clone(), id);
+        if let Some(family) = self.families.get_mut(&id) {
+            family.current_refresh = Some(refresh_token.clone());
+        }
+        (id, refresh_token)
+    }
+
+    /// Retires `presented` and returns its successor; a retired token revokes the family.
+    pub(super) fn rotate(
+        &mut self,
+        client_id: &str,
+        presented: &str,
+    ) -> Result<Rotation, RefreshRejection> {
+        let id = *self
+            .refresh_tokens
+            .get(presented)
+            .ok_or(RefreshRejection::Unknown)?;
+        let successor = self.mint();
+        let family = self
+            .families
+            .get_mut(&id)
+            .ok_or(RefreshRejection::Unknown)?;
+        if family.client_id != client_id {
+            return Err(RefreshRejection::OtherClient);
+        }
+        if family.revoked {
+            return Err(RefreshRejection::Revoked);
+        }
+        if family.current_refresh.as_deref() != Some(presented) {
+            family.revoked = true;
+            family.current_refresh = None;
+            return Err(RefreshRejection::Reused);
+        }
+        family.current_refresh = Some(successor.clone());
+        let scope = family.scope.clone();
+        self.refresh_tokens.insert(successor.clone(), id);
+        Ok(Rotation {
+            family: id,
+            scope,
+            refresh_token: successor,
+        })
+    }
+
+    fn signed_jwt(&mut self, client_id: &str, ttl: Duration) -> String {
         // `exp` is wall-clock time, as clients compare it with theirs.
         let issued_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let jti: String = random_bytes::<16>()?
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let jti = self.mint();
         let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
         let payload = serde_json::json!({
             "sub": client_id,
@@ -143,75 +317,29 @@ impl TokenRegistry {
             URL_SAFE_NO_PAD.encode(payload.to_string())
         );
         let signature = hmac::sign(&self.signing_key, signing_input.as_bytes());
-        Ok(format!(
+        format!(
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature.as_ref())
-        ))
+        )
     }
 }
 
 impl std::fmt::Debug for TokenRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Neither the key nor the tokens belong in a log line.
+        // Neither the keys nor the tokens belong in a log line.
         f.debug_struct("TokenRegistry")
             .field("issued", &self.issued.len())
+            .field("families", &self.families.len())
             .finish_non_exhaustive()
     }
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], IssueError> {
-    let mut bytes = [0u8; N];
-    rand::fill(&mut bytes).map_err(|_| IssueError)?;
-    Ok(bytes)
+fn random_key() -> Result<hmac::Key, Unspecified> {
+    let mut key = [0u8; 32];
+    rand::fill(&mut key)?;
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &key))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn jwt_payload_carries_sub_and_exp() {
-        let mut registry = TokenRegistry::new().unwrap();
-        let token = registry
-            .issue(
-                Vendor::Generic,
-                "client-a",
-                Duration::from_secs(60),
-                TokenFormat::Jwt,
-            )
-            .unwrap();
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3);
-        let payload: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-        assert_eq!(payload["sub"], "client-a");
-        assert_eq!(
-            payload["exp"].as_u64().unwrap() - payload["iat"].as_u64().unwrap(),
-            60
-        );
-        assert_eq!(registry.check(Vendor::Generic, &token), Ok(()));
-        assert_eq!(
-            registry.check(Vendor::CrossRiver, &token),
-            Err(TokenRejection::OtherVendor)
-        );
-    }
-
-    #[tokio::test]
-    async fn opaque_tokens_are_unique_and_revocable() {
-        let mut registry = TokenRegistry::new().unwrap();
-        let ttl = Duration::from_secs(60);
-        let first = registry
-            .issue(Vendor::Generic, "c", ttl, TokenFormat::Opaque)
-            .unwrap();
-        let second = registry
-            .issue(Vendor::Generic, "c", ttl, TokenFormat::Opaque)
-            .unwrap();
-        assert_ne!(first, second);
-        assert!(!first.contains('.'));
-        assert_eq!(registry.revoke_all(), 2);
-        assert_eq!(
-            registry.check(Vendor::Generic, &first),
-            Err(TokenRejection::Unknown)
-        );
-    }
-}
+#[path = "tokens_tests.rs"]
+mod tests;
