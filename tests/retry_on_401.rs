@@ -23,7 +23,7 @@ async fn retries_once_after_refresh_on_401_with_the_body_intact() {
     vendor.revoke_all_tokens();
     let body: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
     let response = client()
-        .post(proxy.url("/cross-river/payments"))
+        .post(proxy.url("/cross-river/uploads"))
         .body(body.clone())
         .send()
         .await
