@@ -3,6 +3,7 @@
 //!
 //! `proxy.yaml` -> [`file`] (serde mirror) -> [`validate`] -> [`Config`].
 
+mod effective;
 mod error;
 mod file;
 mod presets;

@@ -40,6 +40,9 @@ enum Command {
     Check {
         #[arg(long, short, default_value = "proxy.yaml")]
         config: PathBuf,
+        /// When valid, print the resolved config (defaults and presets applied, secrets redacted).
+        #[arg(long)]
+        print_effective: bool,
     },
     /// Serve the simulated vendors (Cross River, Culture Amp, a generic OAuth vendor, a PAT API).
     Sandbox {
@@ -61,23 +64,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            print_effective,
+        } => check(&config, print_effective),
         Command::Run { config } => exit(serve(&config)),
         Command::Sandbox { bind } => exit(sandbox(bind)),
         Command::Demo { bind, admin_bind } => exit(demo(bind, admin_bind)),
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, print_effective: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
-            println!(
+            let summary = format!(
                 "{}: ok ({} listeners, {} providers, {} routes)",
                 path.display(),
                 config.listeners.len(),
                 config.providers.len(),
                 config.routes.len()
             );
+            if print_effective {
+                // The summary as a comment keeps the output readable as YAML.
+                print!("# {summary}\n{}", config.effective());
+            } else {
+                println!("{summary}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

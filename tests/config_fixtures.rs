@@ -11,10 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use authrelay::config::{ClientAuth, Config, ConfigError, GrantConfig};
+use authrelay::config::{ClientAuth, Config, ConfigError, GrantConfig, StoreConfig};
 
 /// Every fake secret in the fixtures contains this, so one search proves none was printed.
 const SECRET_MARKER: &str = "do-not-print";
+
+/// The store key of the valid fixtures (base64 cannot hold the marker's dashes).
+const STORE_KEY: &str = "ZG9ub3RwcmludGRvbm90cHJpbnRkb25vdHByaW50ISE=";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -119,6 +122,16 @@ fn loaded_config_debug_never_shows_a_secret() {
             "{}:\n{debug}",
             path.display()
         );
+    }
+}
+
+#[test]
+fn effective_config_never_shows_a_secret() {
+    for path in yaml_files("valid") {
+        let text = Config::load(&path).unwrap().effective();
+        for secret in [SECRET_MARKER, STORE_KEY] {
+            assert!(!text.contains(secret), "{}:\n{text}", path.display());
+        }
     }
 }
 
@@ -260,17 +273,23 @@ fn shipped_proxy_yaml_reports_only_missing_env_refs() {
     let errors = match Config::load(&path) {
         Ok(config) => {
             let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
-            assert_eq!(providers, ["cross-river", "cultureamp", "internal"]);
+            assert_eq!(
+                providers,
+                ["cross-river", "crossbeam", "cultureamp", "internal"]
+            );
             let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
             assert_eq!(
                 routes,
                 [
+                    "crossbeam",
                     "cross-river",
                     "cultureamp",
                     "cultureamp-by-host",
                     "internal"
                 ]
             );
+            let StoreConfig::File { key, .. } = &config.store;
+            assert!(key.is_some(), "proxy.yaml sets store.key");
             return;
         }
         Err(errors) => errors,
@@ -281,4 +300,109 @@ fn shipped_proxy_yaml_reports_only_missing_env_refs() {
             if message.starts_with("${env:") && message.ends_with("} is not set"));
         assert!(only_unset, "proxy.yaml: {text}");
     }
+}
+
+#[test]
+fn store_defaults_next_to_the_config_file() {
+    let config = load_valid("minimal.yaml");
+    let StoreConfig::File { path, key } = &config.store;
+    assert_eq!(*path, fixtures().join("valid").join("./authrelay-data"));
+    assert!(key.is_none());
+}
+
+#[test]
+fn crossbeam_preset_works_with_grant_refresh_token() {
+    let config = load_valid("crossbeam_refresh_token_with_store.yaml");
+    let StoreConfig::File { path, key } = &config.store;
+    assert_eq!(*path, fixtures().join("valid").join("../data/authrelay"));
+    assert_eq!(key.as_ref().unwrap().expose(), STORE_KEY);
+
+    let crossbeam = &config.providers["crossbeam"];
+    let GrantConfig::RefreshToken {
+        endpoint,
+        refresh_token,
+    } = &crossbeam.grant
+    else {
+        panic!("{crossbeam:?}");
+    };
+    assert_eq!(refresh_token.expose(), "crossbeam-refresh-do-not-print");
+    assert_eq!(
+        endpoint.token_url.as_str(),
+        "https://auth.crossbeam.com/oauth/token"
+    );
+    assert_eq!(endpoint.client_auth, ClientAuth::ClientSecretPost);
+    assert_eq!(
+        endpoint.extra_params,
+        [(
+            "audience".to_string(),
+            "https://api.getcrossbeam.com".to_string()
+        )]
+    );
+    assert_eq!(
+        endpoint.scopes,
+        ["openid", "read:partnerships", "offline_access"]
+    );
+    assert_eq!(crossbeam.scheme, "Bearer");
+    assert_eq!(crossbeam.default_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(crossbeam.test_path.as_deref(), Some("/v0.1/users/me"));
+    assert!(!crossbeam.lockout_sensitive);
+    assert!(crossbeam.revoke_url.is_none());
+    assert_eq!(config.routes[0].max_replay_body, 256 * 1024);
+}
+
+#[test]
+fn every_preset_fills_its_vendor_quirks() {
+    let config = load_valid("all_presets.yaml");
+    let cross_river = &config.providers["cross-river"];
+    assert!(cross_river.lockout_sensitive);
+    assert_eq!(
+        cross_river.test_path.as_deref(),
+        Some("/api/SignupCard/TestOauth")
+    );
+
+    let xref = &config.providers["xref"];
+    assert!(matches!(xref.grant, GrantConfig::Static { .. }));
+    assert_eq!(xref.scheme, "Token");
+    assert_eq!(xref.default_ttl, Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(
+        xref.revoke_url.as_ref().unwrap().as_str(),
+        "https://api-open.xref.com/oauth/deauthorize"
+    );
+
+    let cultureamp = &config.providers["cultureamp"];
+    let GrantConfig::ClientCredentials(endpoint) = &cultureamp.grant else {
+        panic!("{cultureamp:?}");
+    };
+    assert_eq!(endpoint.client_auth, ClientAuth::ClientSecretBasic);
+    assert_eq!(endpoint.scopes.len(), 2);
+
+    let internal = &config.providers["internal"];
+    let GrantConfig::Static { token } = &internal.grant else {
+        panic!("{internal:?}");
+    };
+    assert_eq!(token.expose(), "internal-pat-do-not-print");
+    assert_eq!(internal.scheme, "Bearer");
+    assert!(config.routes.iter().all(|r| r.max_replay_body == 1 << 20));
+}
+
+#[test]
+fn token_engine_fields_can_be_written_by_hand() {
+    let config = load_valid("provider_fields_by_hand.yaml");
+    let vendor = &config.providers["vendor"];
+    let GrantConfig::RefreshToken { endpoint, .. } = &vendor.grant else {
+        panic!("{vendor:?}");
+    };
+    assert_eq!(endpoint.client_auth, ClientAuth::None);
+    assert!(vendor.lockout_sensitive);
+    assert_eq!(vendor.test_path.as_deref(), Some("/api/me?verbose=1"));
+    assert_eq!(
+        vendor.revoke_url.as_ref().unwrap().as_str(),
+        "http://[::1]:9999/oauth/revoke"
+    );
+    // Written fields win over the preset's.
+    let cross_river = &config.providers["cross-river"];
+    assert!(!cross_river.lockout_sensitive);
+    assert_eq!(cross_river.test_path.as_deref(), Some("/health"));
+    assert_eq!(config.routes[0].max_replay_body, 0);
+    assert_eq!(config.routes[1].max_replay_body, 2 << 20);
 }

@@ -16,6 +16,7 @@ use super::error::{ConfigError, ConfigErrors};
 pub struct ConfigFile {
     pub listeners: Vec<ListenerFile>,
     pub admin: Option<AdminFile>,
+    pub store: Option<StoreFile>,
     #[serde(default)]
     pub providers: Ordered<ProviderFile>,
     #[serde(default)]
@@ -36,6 +37,18 @@ pub struct AdminFile {
     pub bind: String,
 }
 
+/// `store`. `url` and `prefix` belong to `kind: redis`; they are known here so that a fleet
+/// config is told redis is not built yet rather than that its keys are unknown.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub key: Option<SecretText>,
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+}
+
 /// `providers.NAME`. Every field is optional here: a preset may fill it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,12 +60,16 @@ pub struct ProviderFile {
     pub client_id: Option<SecretText>,
     pub client_secret: Option<SecretText>,
     pub token: Option<SecretText>,
+    pub refresh_token: Option<SecretText>,
     pub scopes: Option<Vec<String>>,
     pub extra_params: Option<Ordered<String>>,
     pub scheme: Option<String>,
     pub refresh_before: Option<String>,
     pub default_ttl: Option<String>,
     pub ca: Option<String>,
+    pub lockout_sensitive: Option<bool>,
+    pub test_path: Option<String>,
+    pub revoke_url: Option<String>,
 }
 
 /// `routes[i]`.
@@ -68,6 +85,8 @@ pub struct RouteFile {
     pub headers: Option<Ordered<String>>,
     /// Integer bytes or `10MiB`; YAML integers arrive as their text.
     pub max_body: Option<String>,
+    /// Same syntax as `max_body`.
+    pub max_replay_body: Option<String>,
     pub timeout: Option<String>,
 }
 

@@ -2,45 +2,139 @@
 //! written by hand wins. Adding a vendor means adding a [`Preset`] here, never a code path.
 
 /// Names accepted by `preset:`.
-pub const PRESET_NAMES: &[&str] = &["cross-river", "cultureamp"];
+pub const PRESET_NAMES: &[&str] = &["crossbeam", "cross-river", "xref", "cultureamp", "pat"];
 
 /// Provider field values a preset supplies, spelled as they would be in `proxy.yaml`, so that a
-/// preset value and a hand-written one go through the same checks.
+/// preset value and a hand-written one go through the same checks. `None` leaves the field to
+/// the file or to the general default.
 #[derive(Debug)]
 pub struct Preset {
     pub name: &'static str,
     pub grant: &'static str,
-    pub token_url: &'static str,
-    pub client_auth: &'static str,
+    pub token_url: Option<&'static str>,
+    pub client_auth: Option<&'static str>,
     pub scheme: &'static str,
     pub scopes: &'static [&'static str],
     pub extra_params: &'static [(&'static str, &'static str)],
+    pub default_ttl: Option<&'static str>,
+    pub lockout_sensitive: bool,
+    pub test_path: Option<&'static str>,
+    pub revoke_url: Option<&'static str>,
+    /// The shape every scope must have, whether written or filled in.
+    pub scope_shape: Option<ScopeShape>,
+    /// Headers every route using this provider must set, with why.
+    pub route_headers: &'static [RequiredHeader],
 }
 
+/// A vendor's structured scope syntax, checked at load instead of by a 400 from the vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeShape {
+    /// Culture Amp: `target-entity:<uuid>:<permission>[,<permission>...]`.
+    TargetEntity,
+}
+
+/// A header the vendor requires on every API call, which the proxy cannot know by itself.
+#[derive(Debug)]
+pub struct RequiredHeader {
+    pub name: &'static str,
+    pub why: &'static str,
+}
+
+/// Crossbeam: Auth0-style authorization code with an `audience`, 24-hour tokens renewed with a
+/// refresh token, and an organization header on every call. Until connected accounts exist a
+/// config overrides `grant: refresh_token` and supplies the refresh token.
+const CROSSBEAM: Preset = Preset {
+    name: "crossbeam",
+    grant: "authorization_code",
+    token_url: Some("https://auth.crossbeam.com/oauth/token"),
+    client_auth: Some("client_secret_post"),
+    scheme: "Bearer",
+    scopes: &[],
+    extra_params: &[("audience", "https://api.getcrossbeam.com")],
+    default_ttl: Some("24h"),
+    lockout_sensitive: false,
+    test_path: Some("/v0.1/users/me"),
+    revoke_url: None,
+    scope_shape: None,
+    route_headers: &[RequiredHeader {
+        name: "Xbeam-Organization",
+        why: "Crossbeam needs the organization uuid on every call (GET /v0.1/users/me lists them)",
+    }],
+};
+
 /// Cross River: client credentials with the secret in the form body. The token host is per
-/// customer, so `token_url` is a placeholder that a real config overrides.
+/// customer, so `token_url` is a placeholder that a real config overrides. Three rejected
+/// secrets lock the account.
 const CROSS_RIVER: Preset = Preset {
     name: "cross-river",
     grant: "client_credentials",
-    token_url: "https://auth.crossriver.example/connect/token",
-    client_auth: "client_secret_post",
+    token_url: Some("https://auth.crossriver.example/connect/token"),
+    client_auth: Some("client_secret_post"),
     scheme: "Bearer",
     scopes: &[],
     extra_params: &[],
+    default_ttl: None,
+    lockout_sensitive: true,
+    test_path: Some("/api/SignupCard/TestOauth"),
+    revoke_url: None,
+    scope_shape: None,
+    route_headers: &[],
 };
 
-/// Culture Amp: client credentials, HTTP Basic client authentication, short-lived JWTs.
+/// Xref: account-level authorization code with a JSON token exchange, the `Token` scheme, and
+/// tokens that never expire until deauthorized.
+const XREF: Preset = Preset {
+    name: "xref",
+    grant: "authorization_code",
+    token_url: Some("https://api-open.xref.com/oauth/tokens"),
+    client_auth: Some("json_body"),
+    scheme: "Token",
+    scopes: &[],
+    extra_params: &[],
+    default_ttl: Some("365d"),
+    lockout_sensitive: false,
+    test_path: None,
+    revoke_url: Some("https://api-open.xref.com/oauth/deauthorize"),
+    scope_shape: None,
+    route_headers: &[],
+};
+
+/// Culture Amp: client credentials, HTTP Basic client authentication, short-lived JWTs, and
+/// scopes naming a target entity.
 const CULTUREAMP: Preset = Preset {
     name: "cultureamp",
     grant: "client_credentials",
-    token_url: "https://api.cultureamp.com/v1/oauth2/token",
-    client_auth: "client_secret_basic",
+    token_url: Some("https://api.cultureamp.com/v1/oauth2/token"),
+    client_auth: Some("client_secret_basic"),
     scheme: "Bearer",
     scopes: &[],
     extra_params: &[],
+    default_ttl: None,
+    lockout_sensitive: false,
+    test_path: None,
+    revoke_url: None,
+    scope_shape: Some(ScopeShape::TargetEntity),
+    route_headers: &[],
 };
 
-const PRESETS: &[Preset] = &[CROSS_RIVER, CULTUREAMP];
+/// A personal access token sent as `Bearer`.
+const PAT: Preset = Preset {
+    name: "pat",
+    grant: "static",
+    token_url: None,
+    client_auth: None,
+    scheme: "Bearer",
+    scopes: &[],
+    extra_params: &[],
+    default_ttl: None,
+    lockout_sensitive: false,
+    test_path: None,
+    revoke_url: None,
+    scope_shape: None,
+    route_headers: &[],
+};
+
+const PRESETS: &[Preset] = &[CROSSBEAM, CROSS_RIVER, XREF, CULTUREAMP, PAT];
 
 /// The preset called `name`, if there is one.
 pub fn find(name: &str) -> Option<&'static Preset> {

@@ -6,6 +6,7 @@ mod byte_size;
 mod provider;
 mod route;
 mod secret_ref;
+mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::file::{AdminFile, ConfigFile, ListenerFile};
+use super::presets::{self, Preset};
 use super::{AdminConfig, Config, ListenerConfig, ProviderConfig};
 
 /// Problems found so far, in the order the file was walked.
@@ -23,7 +25,15 @@ struct Problems(Vec<ConfigError>);
 
 /// Every provider name written in the file, with its config when that one validated. Routes
 /// check names against all of them, so a broken provider does not also count as unknown.
-type WrittenProviders = BTreeMap<String, Option<Arc<ProviderConfig>>>;
+type WrittenProviders = BTreeMap<String, WrittenProvider>;
+
+/// One provider as routes see it: its known preset (for the rules a preset sets on routes) and
+/// its config when it validated.
+#[derive(Debug)]
+struct WrittenProvider {
+    preset: Option<&'static Preset>,
+    config: Option<Arc<ProviderConfig>>,
+}
 
 /// Checks `file` and builds the [`Config`]; `base_dir` anchors relative `${file:...}` and `ca` paths.
 pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigErrors> {
@@ -34,31 +44,33 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
         .admin
         .as_ref()
         .and_then(|admin_file| admin(admin_file, &listeners, &mut problems));
+    let store = store::store(file.store.as_ref(), base_dir, &mut problems);
 
     let mut written = WrittenProviders::new();
     for (name, provider_file) in &file.providers.0 {
         let config = provider::provider(name, provider_file, base_dir, &mut problems);
-        written.insert(name.clone(), config.map(Arc::new));
+        let preset = provider_file.preset.as_deref().and_then(presets::find);
+        let config = config.map(Arc::new);
+        written.insert(name.clone(), WrittenProvider { preset, config });
     }
 
     let routes = route::routes(&file.routes, &written, &mut problems);
 
-    if !problems.0.is_empty() {
-        return Err(ConfigErrors(problems.0));
-    }
+    // A part that is `None` recorded why, so only an empty list means a whole config.
+    let store = match store {
+        Some(store) if problems.0.is_empty() => store,
+        _ => return Err(ConfigErrors(problems.0)),
+    };
     let providers = written
         .into_iter()
-        .filter_map(|(name, config)| Some((name, config?)))
+        .filter_map(|(name, provider)| Some((name, provider.config?)))
         .collect();
     Ok(Config {
         listeners,
         admin,
         providers,
         routes,
-        store: super::StoreConfig::File {
-            path: base_dir.join("authrelay-data"),
-            key: None,
-        },
+        store,
     })
 }
 

@@ -16,6 +16,9 @@ use super::{Problems, WrittenProviders, check_name, parse_duration};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bodies up to this size are buffered for a replay after a 401 unless the route says otherwise.
+const DEFAULT_MAX_REPLAY_BODY: u64 = 1024 * 1024;
+
 /// Headers that describe one connection and are never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -55,7 +58,7 @@ pub(super) fn routes(
             problems.add(format!("{path}.provider"), message);
         }
         let is_static = provider
-            .and_then(Option::as_ref)
+            .and_then(|provider| provider.config.as_ref())
             .is_some_and(|config| matches!(config.grant, GrantConfig::Static { .. }));
 
         let name = match &file.name {
@@ -102,9 +105,29 @@ pub(super) fn routes(
 
         let upstream = problems.check(format!("{path}.upstream"), parse_upstream(&file.upstream));
         let headers = headers(file.headers.as_ref(), &path, is_static, problems);
+        if let Some(preset) = provider.and_then(|provider| provider.preset) {
+            for required in preset.route_headers {
+                let written = file.headers.as_ref().is_some_and(|headers| {
+                    let same =
+                        |(name, _): &(String, String)| name.eq_ignore_ascii_case(required.name);
+                    headers.0.iter().any(same)
+                });
+                if !written {
+                    let message = format!(
+                        "must set {} (provider {} has preset {}): {}",
+                        required.name, file.provider, preset.name, required.why
+                    );
+                    problems.add(format!("{path}.headers"), message);
+                }
+            }
+        }
         let max_body = match &file.max_body {
             Some(text) => Some(problems.check(format!("{path}.max_body"), parse_byte_size(text))),
             None => Some(None),
+        };
+        let max_replay_body = match &file.max_replay_body {
+            Some(text) => problems.check(format!("{path}.max_replay_body"), parse_byte_size(text)),
+            None => Some(DEFAULT_MAX_REPLAY_BODY),
         };
         let timeout = match &file.timeout {
             Some(text) => problems.check(format!("{path}.timeout"), parse_duration(text)),
@@ -118,8 +141,17 @@ pub(super) fn routes(
             Some(upstream),
             Some(headers),
             Some(max_body),
+            Some(max_replay_body),
             Some(timeout),
-        ) = (name, matcher, upstream, headers, max_body, timeout)
+        ) = (
+            name,
+            matcher,
+            upstream,
+            headers,
+            max_body,
+            max_replay_body,
+            timeout,
+        )
         else {
             continue;
         };
@@ -131,7 +163,7 @@ pub(super) fn routes(
             provider: file.provider.clone(),
             headers,
             max_body,
-            max_replay_body: 1024 * 1024,
+            max_replay_body,
             timeout,
         });
     }
