@@ -22,6 +22,7 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod store;
 pub mod trust;
 pub mod upstream;
 
