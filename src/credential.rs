@@ -14,7 +14,10 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
-use crate::config::{Config, GrantConfig, RouteConfig};
+use zeroize::Zeroize;
+
+use crate::config::{Config, GrantConfig, ProviderConfig, RouteConfig};
+use crate::store::{CredentialKey, StoreError, TokenStore};
 use crate::trust;
 
 pub use cache::{CacheError, Lookup, TokenCache};
@@ -76,9 +79,51 @@ pub enum CredentialSetupError {
 
 // === impl Credentials ===
 
+/// Names the settings a token depends on: when any changes (a new secret, another scope), the
+/// stored token, refresh token and rejection of the old settings no longer apply.
+fn fingerprint(provider: &ProviderConfig) -> String {
+    let mut material = Vec::new();
+    let mut add = |part: &str| {
+        material.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        material.extend_from_slice(part.as_bytes());
+    };
+    let (grant, endpoint, seed) = match &provider.grant {
+        GrantConfig::Static { token } => ("static", None, Some(token)),
+        GrantConfig::ClientCredentials(endpoint) => ("client_credentials", Some(endpoint), None),
+        GrantConfig::RefreshToken {
+            endpoint,
+            refresh_token,
+        } => ("refresh_token", Some(endpoint), Some(refresh_token)),
+    };
+    add(grant);
+    if let Some(endpoint) = endpoint {
+        add(endpoint.token_url.as_str());
+        add(&format!("{:?}", endpoint.client_auth));
+        add(endpoint.client_id.expose());
+        add(endpoint.client_secret.as_ref().map_or("", |s| s.expose()));
+        for scope in &endpoint.scopes {
+            add(scope);
+        }
+        for (name, value) in &endpoint.extra_params {
+            add(name);
+            add(value);
+        }
+    }
+    add(seed.map_or("", |s| s.expose()));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &material);
+    material.zeroize();
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Credentials {
     /// One source per provider of `config`; token endpoints are not contacted until first use.
-    pub fn build(config: &Config) -> Result<Credentials, CredentialSetupError> {
+    pub fn build(
+        config: &Config,
+        store: &Arc<dyn TokenStore>,
+    ) -> Result<Credentials, CredentialSetupError> {
         let mut sources = HashMap::new();
         for (name, provider) in &config.providers {
             let source = match &provider.grant {
@@ -107,7 +152,13 @@ impl Credentials {
                             provider: name.clone(),
                             error,
                         })?;
-                    let cache = TokenCache::new(Arc::clone(provider), client);
+                    let key = CredentialKey {
+                        provider: name.clone(),
+                        account: None,
+                        fingerprint: fingerprint(provider),
+                    };
+                    let cache =
+                        TokenCache::new(Arc::clone(provider), client, Arc::clone(store), key);
                     Source::Endpoint(Arc::new(cache))
                 }
             };
@@ -182,6 +233,15 @@ impl Credentials {
             Source::Static(token) => Some(Arc::clone(token)),
             Source::Endpoint(cache) => cache.current(),
         }
+    }
+
+    /// Clears a rejection or backoff of `provider`, in memory and in `store` (operator reset).
+    /// Returns how many stored records were cleared.
+    pub async fn reset(&self, provider: &str, store: &dyn TokenStore) -> Result<usize, StoreError> {
+        if let Some(Source::Endpoint(cache)) = self.sources.get(provider) {
+            cache.unblock();
+        }
+        store.clear_rejections(provider).await
     }
 
     /// Forgets `used` for `provider` if it is still cached (the vendor answered 401 to it).

@@ -24,10 +24,16 @@ pub enum DemoError {
 }
 
 /// The embedded demo config for a proxy on `bind`/`admin` in front of a sandbox at `sandbox_url`.
-pub fn config(bind: SocketAddr, admin: SocketAddr, sandbox_url: &str) -> Result<Config, DemoError> {
+pub fn config(
+    bind: SocketAddr,
+    admin: SocketAddr,
+    store: &Path,
+    sandbox_url: &str,
+) -> Result<Config, DemoError> {
     let yaml = DEMO_YAML
         .replace("{bind}", &bind.to_string())
         .replace("{admin}", &admin.to_string())
+        .replace("{store}", &store.display().to_string())
         .replace("{sandbox}", sandbox_url);
     Ok(Config::from_yaml(&yaml, Path::new("."))?)
 }
@@ -43,7 +49,16 @@ pub async fn run(
         .start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(DemoError::Sandbox)?;
-    let server = Server::bind(config(bind, admin, &sandbox.url())?).await?;
+    // The demo's tokens are throwaway: keep them out of the working directory.
+    let store = std::env::temp_dir().join(format!("authrelay-demo-{}", std::process::id()));
+    let server = Server::bind(config(bind, admin, &store, &sandbox.url())?).await;
+    let server = match server {
+        Ok(server) => server,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&store);
+            return Err(error.into());
+        }
+    };
     let proxy = server.local_addrs().first().copied().unwrap_or(bind);
     let admin = server.admin_addr().unwrap_or(admin);
     // A closed stdout must not stop the demo; the lines are a courtesy.
@@ -51,6 +66,7 @@ pub async fn run(
     let _ = out.flush();
     server.serve(shutdown).await;
     sandbox.shutdown().await;
+    let _ = std::fs::remove_dir_all(&store);
     Ok(())
 }
 

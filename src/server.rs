@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::proxy::{Peer, Proxy};
 use crate::state::{SharedState, State, StateError};
+use crate::store::{self, StoreError, TokenStore};
 
 /// Time a caller has to send its request headers before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A configuration with every listener bound, ready to serve.
 pub struct Server {
     state: SharedState,
+    /// One per process: it outlives configuration reloads.
+    store: Arc<dyn TokenStore>,
     listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
 }
@@ -45,6 +48,10 @@ pub enum ServerError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("opening the token store stopped abnormally")]
+    StoreTask,
 }
 
 // === impl Server ===
@@ -54,7 +61,12 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
         let admin_bind = config.admin.as_ref().map(|admin| admin.bind);
-        let state = Arc::new(ArcSwap::from_pointee(State::build(config)?));
+        // Opening authenticates every record: blocking work, off the async threads.
+        let store_config = config.store.clone();
+        let store = tokio::task::spawn_blocking(move || store::open(&store_config))
+            .await
+            .map_err(|_| ServerError::StoreTask)??;
+        let state = Arc::new(ArcSwap::from_pointee(State::build(config, &store)?));
         let mut listeners = Vec::with_capacity(binds.len());
         for addr in binds {
             listeners.push(bind(addr).await?);
@@ -65,6 +77,7 @@ impl Server {
         };
         Ok(Server {
             state,
+            store,
             listeners,
             admin,
         })
@@ -117,7 +130,7 @@ impl Server {
             )));
         }
         if let Some(listener) = self.admin {
-            let admin = admin::Admin::new(Arc::clone(&self.state));
+            let admin = admin::Admin::new(Arc::clone(&self.state), Arc::clone(&self.store));
             let service = move |_peer: SocketAddr| {
                 let admin = admin.clone();
                 service_fn(move |request| {

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::credential::{CredentialSetupError, Credentials};
 use crate::route::RouteTable;
+use crate::store::TokenStore;
 use crate::trust::TrustError;
 use crate::upstream::Upstream;
 
@@ -33,8 +34,8 @@ pub enum StateError {
 // === impl State ===
 
 impl State {
-    pub fn build(config: Config) -> Result<State, StateError> {
-        let credentials = Credentials::build(&config)?;
+    pub fn build(config: Config, store: &Arc<dyn TokenStore>) -> Result<State, StateError> {
+        let credentials = Credentials::build(&config, store)?;
         let upstream = Upstream::build(&config)?;
         let routes = RouteTable::new(config.routes.iter().cloned());
         Ok(State {

@@ -79,6 +79,40 @@ async fn a_second_401_goes_back_to_the_caller() {
 }
 
 #[tokio::test]
+async fn a_body_too_large_to_keep_is_not_replayed() {
+    let vendor = sandbox().await;
+    let yaml = VENDORS_YAML.replacen(
+        "    provider: cross-river\n",
+        "    provider: cross-river\n    max_replay_body: 1KiB\n",
+        1,
+    );
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    assert_eq!(get(&proxy, "/cross-river/warm").await.status(), 200);
+    vendor.revoke_all_tokens();
+    let response = client()
+        .post(proxy.url("/cross-river/x"))
+        .body(vec![1u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        vendor.stats().api_requests,
+        2,
+        "warm-up and the one unreplayed request"
+    );
+    // The failed token was dropped: the next request gets a fresh one and succeeds.
+    let response = client()
+        .post(proxy.url("/cross-river/x"))
+        .body(vec![1u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo(response).await["body_len"], 4096);
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 2);
+}
+
+#[tokio::test]
 async fn forbidden_and_static_token_401s_pass_through_without_refresh() {
     let vendor = sandbox().await;
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;

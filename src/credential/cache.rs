@@ -6,8 +6,9 @@
 //! transient failures back off with full jitter, honouring `Retry-After`.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -17,6 +18,7 @@ use super::grant::{GrantError, GrantRequest, TokenClient};
 use super::token::AccessToken;
 use crate::config::{GrantConfig, ProviderConfig};
 use crate::secret::Secret;
+use crate::store::{CredentialKey, CredentialRecord, Rejection, TokenStore};
 
 /// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
 const MIN_DEFAULT_MARGIN: Duration = Duration::from_secs(5);
@@ -35,6 +37,10 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GrantError>>>;
 pub struct TokenCache {
     provider: Arc<ProviderConfig>,
     client: TokenClient,
+    store: Arc<dyn TokenStore>,
+    key: CredentialKey,
+    /// Set once the first flight has read the store (a stored token, refresh token, rejection).
+    restored: AtomicBool,
     current: ArcSwapOption<AccessToken>,
     /// The newest refresh token, once one was issued (before that, the configured one).
     refresh_token: Mutex<Option<Secret>>,
@@ -85,10 +91,18 @@ enum Joined {
 // === impl TokenCache ===
 
 impl TokenCache {
-    pub fn new(provider: Arc<ProviderConfig>, client: TokenClient) -> Self {
+    pub fn new(
+        provider: Arc<ProviderConfig>,
+        client: TokenClient,
+        store: Arc<dyn TokenStore>,
+        key: CredentialKey,
+    ) -> Self {
         Self {
             provider,
             client,
+            store,
+            key,
+            restored: AtomicBool::new(false),
             current: ArcSwapOption::empty(),
             refresh_token: Mutex::new(None),
             flight: Mutex::new(FlightState::default()),
@@ -166,7 +180,7 @@ impl TokenCache {
         // Spawned so that the request completes (and is cached) even if every waiter goes away.
         let task = tokio::spawn(async move {
             // A panic must still end the flight, or every later caller would wait on it forever.
-            let result = AssertUnwindSafe(cache.fetch())
+            let result = AssertUnwindSafe(cache.obtain())
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
@@ -189,6 +203,99 @@ impl TokenCache {
         .shared();
         state.running = Some(flight.clone());
         Ok(Joined::Wait(flight))
+    }
+
+    /// What a flight does: on the first one, look in the store (a token from before a restart is
+    /// reused; a stored rejection stops here); then ask the token endpoint and make the outcome
+    /// durable before anyone uses it.
+    async fn obtain(&self) -> Result<AccessToken, GrantError> {
+        if !self.restored.swap(true, Ordering::SeqCst)
+            && let Some(token) = self.restore().await?
+        {
+            return Ok(token);
+        }
+        let result = self.fetch().await;
+        self.persist(&result).await?;
+        result
+    }
+
+    /// Reads the stored record: the newest refresh token, a rejection, a still-valid token.
+    async fn restore(&self) -> Result<Option<AccessToken>, GrantError> {
+        let record = match self.store.load(&self.key).await {
+            Ok(record) => record,
+            Err(error) if self.provider.lockout_sensitive => {
+                tracing::error!(provider = %self.provider.name, %error, "cannot read the token store; no token request for a lockout-sensitive provider without it");
+                self.restored.store(false, Ordering::SeqCst);
+                return Err(GrantError::Transient {
+                    reason: "the token store cannot be read".into(),
+                });
+            }
+            Err(error) => {
+                tracing::warn!(provider = %self.provider.name, %error, "cannot read the token store; requesting a new token");
+                None
+            }
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        if let Some(refresh_token) = record.refresh_token {
+            *self
+                .refresh_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(refresh_token);
+        }
+        if let Some(rejection) = record.rejected {
+            return Err(GrantError::Rejected {
+                status: rejection.status,
+                oauth_error: rejection.oauth_error,
+            });
+        }
+        let token = record
+            .access_token
+            .and_then(|stored| AccessToken::from_stored(&stored, &self.provider.scheme));
+        Ok(token.filter(|token| token.remaining(Instant::now()) > self.renewal_margin(token)))
+    }
+
+    /// Writes the outcome of a token request. A rotated refresh token that cannot be written is
+    /// an error: using its access token would leave only a retired refresh token on disk.
+    async fn persist(&self, result: &Result<AccessToken, GrantError>) -> Result<(), GrantError> {
+        let refresh_token = self
+            .refresh_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let record = match result {
+            Ok(token) => CredentialRecord {
+                access_token: Some(token.to_stored()),
+                refresh_token,
+                rejected: None,
+            },
+            Err(GrantError::Rejected {
+                status,
+                oauth_error,
+            }) => CredentialRecord {
+                access_token: None,
+                refresh_token,
+                rejected: Some(Rejection {
+                    status: *status,
+                    oauth_error: oauth_error.clone(),
+                    at: SystemTime::now(),
+                }),
+            },
+            Err(_) => return Ok(()),
+        };
+        match self.store.save(&self.key, &record).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(provider = %self.provider.name, %error, "cannot write the token store");
+                if matches!(self.provider.grant, GrantConfig::RefreshToken { .. }) {
+                    return Err(GrantError::Transient {
+                        reason: "the rotated refresh token could not be stored".into(),
+                    });
+                }
+                Ok(())
+            }
+        }
     }
 
     /// One token request, shaped by the provider's grant.
@@ -215,7 +322,8 @@ impl TokenCache {
                 let grant = GrantRequest::RefreshToken(&current);
                 let issued = self.client.request(&self.provider, endpoint, grant).await?;
                 if let Some(rotated) = issued.refresh_token {
-                    // The vendor retired `current`: from now on only `rotated` works.
+                    // The vendor retired `current`: from now on only `rotated` works. `persist`
+                    // writes it before the new access token is handed out.
                     *self
                         .refresh_token
                         .lock()
@@ -227,6 +335,13 @@ impl TokenCache {
                 reason: "a static token is never requested".into(),
             }),
         }
+    }
+
+    /// Forgets a rejection or a backoff (operator reset): the next caller may try again.
+    pub fn unblock(&self) {
+        let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        state.blocked = None;
+        state.consecutive_failures = 0;
     }
 
     fn finish(&self, result: &Result<Arc<AccessToken>, GrantError>) {

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::secret::Secret;
+use crate::store::StoredToken;
 
 /// Shortest and longest lifetime believed from a token response; outside is a vendor bug or a unit
 /// mix-up (milliseconds), and clamping keeps the cache from hammering or never renewing.
@@ -53,6 +54,8 @@ pub enum TokenResponseError {
 pub enum LifetimeSource {
     /// A static token: no lifetime of its own.
     Static,
+    /// Read back from the token store after a restart.
+    Stored,
     ExpiresIn,
     JwtExp,
     Default,
@@ -130,6 +133,31 @@ impl AccessToken {
             token: AccessToken::new(value, scheme, (lifetime, source), fields)?,
             refresh_token,
         })
+    }
+
+    /// What the store keeps of this token: the value, wall-clock expiry and fields.
+    pub fn to_stored(&self) -> StoredToken {
+        let remaining = self.remaining(Instant::now());
+        StoredToken {
+            value: self.value.clone(),
+            expires_at: SystemTime::now() + remaining,
+            lifetime: self.lifetime,
+            fields: self.fields.clone(),
+        }
+    }
+
+    /// A token read back from the store, or `None` when it has expired meanwhile.
+    pub fn from_stored(stored: &StoredToken, scheme: &str) -> Option<AccessToken> {
+        let remaining = stored.expires_at.duration_since(SystemTime::now()).ok()?;
+        let mut token = AccessToken::new(
+            stored.value.clone(),
+            scheme,
+            (stored.lifetime, LifetimeSource::Stored),
+            stored.fields.clone(),
+        )
+        .ok()?;
+        token.expires_at = Instant::now() + remaining.min(MAX_LIFETIME);
+        Some(token)
     }
 
     /// The `Authorization` header value.

@@ -6,20 +6,24 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use std::sync::Arc;
+
 use crate::state::SharedState;
+use crate::store::TokenStore;
 use crate::upstream::ProxyBody;
 
 /// Answers admin requests from the live state.
 #[derive(Clone)]
 pub struct Admin {
     state: SharedState,
+    store: Arc<dyn TokenStore>,
 }
 
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(state: SharedState) -> Self {
-        Self { state }
+    pub fn new(state: SharedState, store: Arc<dyn TokenStore>) -> Self {
+        Self { state, store }
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -34,12 +38,48 @@ impl Admin {
                 let body = serde_json::json!({ "status": "ready", "providers": providers });
                 json(StatusCode::OK, body.to_string())
             }
+            (&Method::POST, path) if reset_target(path).is_some() => {
+                self.reset(reset_target(path).unwrap_or_default()).await
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 r#"{"error":"not_found"}"#.to_string(),
             ),
         }
     }
+}
+
+impl Admin {
+    /// `POST /providers/{name}/reset`: forget a rejection or backoff, so the next request tries
+    /// the credentials again (after an operator fixed them at the vendor).
+    async fn reset(&self, name: &str) -> Response<ProxyBody> {
+        let state = self.state.load_full();
+        if !state.config.providers.contains_key(name) {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "error": "unknown_provider" }).to_string(),
+            );
+        }
+        match state.credentials.reset(name, self.store.as_ref()).await {
+            Ok(cleared) => {
+                tracing::warn!(provider = %name, cleared, "provider reset by an operator");
+                let body = serde_json::json!({ "provider": name, "reset": true, "stored_rejections_cleared": cleared });
+                json(StatusCode::OK, body.to_string())
+            }
+            Err(error) => {
+                tracing::error!(provider = %name, %error, "reset failed");
+                json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({ "error": "store_error" }).to_string(),
+                )
+            }
+        }
+    }
+}
+
+/// The provider named by `/providers/{name}/reset`.
+fn reset_target(path: &str) -> Option<&str> {
+    path.strip_prefix("/providers/")?.strip_suffix("/reset")
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

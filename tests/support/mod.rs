@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 /// A running proxy; dropping it stops the server.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The token store's directory (a temporary one unless the test chose it).
+    pub store_dir: std::path::PathBuf,
+    _temp_store: Option<tempfile::TempDir>,
     pub admin: Option<SocketAddr>,
     pub state: SharedState,
     stop: Option<oneshot::Sender<()>>,
@@ -26,15 +29,30 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    /// Starts authrelay on `yaml`, where `{sandbox}` stands for the sandbox's base URL.
+    /// Starts authrelay on `yaml` (`{sandbox}` stands for the sandbox's base URL), with the
+    /// token store in a fresh temporary directory.
     pub async fn start(yaml: &str, sandbox: &SandboxHandle) -> TestProxy {
-        let yaml = yaml.replace("{sandbox}", &sandbox.url());
-        let config =
-            Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"));
-        Self::start_config(config).await
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut proxy = Self::start_with_store(yaml, sandbox, temp.path()).await;
+        proxy._temp_store = Some(temp);
+        proxy
     }
 
-    pub async fn start_config(config: Config) -> TestProxy {
+    /// Starts with the token store in `store_dir`, so a test can restart on the same store.
+    pub async fn start_with_store(
+        yaml: &str,
+        sandbox: &SandboxHandle,
+        store_dir: &Path,
+    ) -> TestProxy {
+        let mut yaml = yaml.replace("{sandbox}", &sandbox.url());
+        if !yaml.contains("\nstore:") {
+            yaml.push_str(&format!(
+                "\nstore: {{ kind: file, path: \"{}\" }}\n",
+                store_dir.display()
+            ));
+        }
+        let config =
+            Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"));
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addrs()[0];
         let admin = server.admin_addr();
@@ -47,6 +65,8 @@ impl TestProxy {
             addr,
             admin,
             state,
+            store_dir: store_dir.to_path_buf(),
+            _temp_store: None,
             stop: Some(stop),
             task,
         }
