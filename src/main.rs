@@ -159,8 +159,11 @@ fn init_tracing(format: LogFormat) {
     // can include header bytes.
     let filter = EnvFilter::try_from_env("AUTHRELAY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,authrelay=info"));
+    // Colours only on a terminal: a log file or pipe must stay greppable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

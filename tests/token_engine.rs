@@ -1,0 +1,259 @@
+//! The token engine across restarts: the one-strike guard, stored tokens, rotating refresh tokens
+//! (also after SIGKILL), Retry-After, operator reset, and what the store's bytes may hold.
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed test")]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use authrelay::sandbox::{CROSSBEAM_CLIENT_ID, Failure};
+use support::{
+    TestProxy, VENDORS_YAML, assert_relay_error, client, echo, echoed_header, get, sandbox,
+};
+
+const CROSS_RIVER: &str = "cr-demo-client";
+
+fn crossbeam_yaml(refresh_token: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ bind: "127.0.0.1:0" }}]
+admin: {{ bind: "127.0.0.1:0" }}
+providers:
+  crossbeam:
+    preset: crossbeam
+    grant: refresh_token
+    token_url: "{{sandbox}}/crossbeam/oauth/token"
+    client_id: cb-demo-client
+    client_secret: cb-demo-secret
+    refresh_token: "{refresh_token}"
+routes:
+  - match: {{ path_prefix: /crossbeam }}
+    strip_prefix: true
+    upstream: "{{sandbox}}/crossbeam/api"
+    provider: crossbeam
+    headers:
+      Xbeam-Organization: 02fde942-c7cd-4f12-9d4e-07ee8a57c8c6
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_rejected_secret_is_tried_once_across_restarts() {
+    let vendor = sandbox().await;
+    let store = tempfile::tempdir().unwrap();
+    let yaml = VENDORS_YAML.replace(
+        "client_secret: cr-demo-secret",
+        "client_secret: not-the-secret",
+    );
+    for _restart in 0..4 {
+        let proxy = TestProxy::start_with_store(&yaml, &vendor, store.path()).await;
+        for _ in 0..50 / 4 {
+            assert_relay_error(
+                &get(&proxy, "/cross-river/x").await,
+                503,
+                "credentials_rejected",
+            );
+        }
+        proxy.shutdown().await;
+    }
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 1);
+    assert!(!vendor.stats().clients[CROSS_RIVER].locked);
+}
+
+#[tokio::test]
+async fn reset_lets_a_rejected_provider_try_again_and_is_remembered() {
+    let vendor = sandbox().await;
+    let store = tempfile::tempdir().unwrap();
+    let yaml = VENDORS_YAML.replace(
+        "client_secret: cr-demo-secret",
+        "client_secret: not-the-secret",
+    );
+    let proxy = TestProxy::start_with_store(&yaml, &vendor, store.path()).await;
+    assert_relay_error(
+        &get(&proxy, "/cross-river/x").await,
+        503,
+        "credentials_rejected",
+    );
+    let admin = proxy.admin.unwrap();
+    let reset = client()
+        .post(format!("http://{admin}/providers/cross-river/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    // One more attempt (the operator asked for it), rejected again, then quiet.
+    assert_relay_error(
+        &get(&proxy, "/cross-river/x").await,
+        503,
+        "credentials_rejected",
+    );
+    assert_relay_error(
+        &get(&proxy, "/cross-river/x").await,
+        503,
+        "credentials_rejected",
+    );
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 2);
+    let unknown = client()
+        .post(format!("http://{admin}/providers/nope/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    proxy.shutdown().await;
+    // Two strikes so far: the sandbox still has the account unlocked.
+    assert!(!vendor.stats().clients[CROSS_RIVER].locked);
+}
+
+#[tokio::test]
+async fn a_stored_token_is_reused_after_a_restart() {
+    let vendor = sandbox().await;
+    let store = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for _restart in 0..2 {
+        let proxy = TestProxy::start_with_store(VENDORS_YAML, &vendor, store.path()).await;
+        seen.push(echoed_header(
+            &echo(get(&proxy, "/cultureamp/employees").await).await,
+            "authorization",
+        ));
+        proxy.shutdown().await;
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(vendor.token_requests("ca-demo-client"), 1);
+}
+
+#[tokio::test]
+async fn the_store_holds_no_token_or_secret_in_plain_text() {
+    let vendor = sandbox().await;
+    let store = tempfile::tempdir().unwrap();
+    let yaml = crossbeam_yaml(&vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID));
+    let proxy = TestProxy::start_with_store(&yaml, &vendor, store.path()).await;
+    let token = echoed_header(
+        &echo(get(&proxy, "/crossbeam/v1/partners").await).await,
+        "authorization",
+    )[0]
+    .trim_start_matches("Bearer ")
+    .to_string();
+    let refresh = vendor.stats().clients[CROSSBEAM_CLIENT_ID].clone();
+    assert_eq!(refresh.refresh_grants, 1);
+    proxy.shutdown().await;
+    for entry in std::fs::read_dir(store.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for needle in [token.as_str(), "cb-demo-secret"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in the store"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_before_the_next_token_request() {
+    let vendor = sandbox().await;
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    vendor.fail_next_token_requests(
+        1,
+        Failure::RateLimited {
+            retry_after: Duration::from_secs(2),
+        },
+    );
+    let started = tokio::time::Instant::now();
+    assert_relay_error(
+        &get(&proxy, "/cross-river/x").await,
+        503,
+        "token_unavailable",
+    );
+    loop {
+        let response = get(&proxy, "/cross-river/x").await;
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(
+            vendor.token_requests(CROSS_RIVER),
+            1,
+            "a second token request inside Retry-After"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "recovered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 2);
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_survives_sigkill() {
+    let vendor = sandbox().await;
+    vendor.set_token_ttl(Duration::from_secs(2));
+    let seed = vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.yaml");
+    let yaml = crossbeam_yaml(&seed).replace("{sandbox}", &vendor.url())
+        + &format!(
+            "store: {{ kind: file, path: \"{}\" }}\n",
+            dir.path().join("store").display()
+        );
+    std::fs::write(&config, yaml).unwrap();
+
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let (mut proxy, addr) = spawn_proxy(&config);
+        // The access token lives 2 s: each round after the first needs a refresh, which only
+        // works with the newest refresh token (reusing a retired one revokes the whole family).
+        let response = client()
+            .get(format!("http://{addr}/crossbeam/v1/partners"))
+            .send()
+            .await
+            .unwrap();
+        rounds.push(response.status());
+        proxy.kill().unwrap();
+        proxy.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+    }
+    assert_eq!(rounds, [200, 200, 200]);
+    let stats = vendor.stats().clients[CROSSBEAM_CLIENT_ID].clone();
+    assert_eq!(stats.refresh_grants, 3);
+    assert_eq!(stats.families_revoked, 0);
+}
+
+/// `authrelay run` as a child process; returns it and its listener address (from its log).
+fn spawn_proxy(config: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authrelay"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("AUTHRELAY_LOG", "authrelay=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if line.contains("listening") && !line.contains("admin") {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break addr.parse().unwrap();
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
