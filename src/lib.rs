@@ -15,6 +15,7 @@
 pub mod config;
 pub mod credential;
 pub mod demo;
+pub mod operate;
 pub mod proxy;
 pub mod route;
 pub mod sandbox;

@@ -43,6 +43,17 @@ enum Command {
         /// When valid, print the resolved config (defaults and presets applied, secrets redacted).
         #[arg(long)]
         print_effective: bool,
+        /// Also obtain one token per provider that needs no person and call its test path.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Forget a provider's rejected-credentials state so the next request tries again (after
+    /// the secret was fixed at the vendor). Acts through the running proxy's admin listener when
+    /// one owns the store.
+    Reset {
+        provider: String,
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
     },
     /// Serve the simulated vendors (Cross River, Culture Amp, a generic OAuth vendor, a PAT API).
     Sandbox {
@@ -67,7 +78,16 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             print_effective,
-        } => check(&config, print_effective),
+            online,
+        } => {
+            let checked = check(&config, print_effective);
+            if online && checked == ExitCode::SUCCESS {
+                check_online(&config)
+            } else {
+                checked
+            }
+        }
+        Command::Reset { provider, config } => exit(reset(&config, &provider)),
         Command::Run { config } => exit(serve(&config)),
         Command::Sandbox { bind } => exit(sandbox(bind)),
         Command::Demo { bind, admin_bind } => exit(demo(bind, admin_bind)),
@@ -99,6 +119,36 @@ fn check(path: &std::path::Path, print_effective: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check_online(path: &std::path::Path) -> ExitCode {
+    let result = runtime().and_then(|runtime| {
+        let config =
+            Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(runtime.block_on(authrelay::operate::check_online(config))?)
+    });
+    match result {
+        Ok(checks) => {
+            for check in &checks {
+                let mark = if check.ok { "ok    " } else { "FAILED" };
+                println!("{mark} {}: {}", check.provider, check.summary);
+            }
+            if checks.iter().all(|check| check.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => exit(Err(error)),
+    }
+}
+
+fn reset(path: &std::path::Path, provider: &str) -> anyhow::Result<()> {
+    let config =
+        Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
+    let done = runtime()?.block_on(authrelay::operate::reset(&config, provider))?;
+    println!("{done}");
+    Ok(())
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

@@ -1,6 +1,10 @@
 //! The token engine across restarts: the one-strike guard, stored tokens, rotating refresh tokens
 //! (also after SIGKILL), Retry-After, operator reset, and what the store's bytes may hold.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test"
+)]
 
 mod support;
 
