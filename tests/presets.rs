@@ -4,9 +4,7 @@
 
 mod support;
 
-use authrelay::sandbox::{
-    CROSSBEAM_CLIENT_ID, XREF_ACCOUNT_ID, XREF_CLIENT_ID, XREF_CLIENT_SECRET,
-};
+use authrelay::sandbox::{CROSSBEAM_CLIENT_ID, XREF_CLIENT_ID, XREF_CLIENT_SECRET};
 use support::{TestProxy, echo, echoed_header, get, sandbox};
 
 #[tokio::test]

@@ -74,6 +74,10 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
     })
 }
 
+/// Until callers authenticate (a later release), whoever reaches a port gets the vendors'
+/// privileges: only loopback may be bound.
+const NOT_LOOPBACK: &str = "must be a loopback address (127.0.0.1, ::1): caller authentication is not built yet, so anyone reaching this port would call vendors with our credentials";
+
 fn listeners(files: &[ListenerFile], problems: &mut Problems) -> Vec<ListenerConfig> {
     if files.is_empty() {
         problems.add("listeners", "at least one listener is required");
@@ -84,6 +88,10 @@ fn listeners(files: &[ListenerFile], problems: &mut Problems) -> Vec<ListenerCon
         let Some(bind) = problems.check(&path, parse_bind(&listener.bind)) else {
             continue;
         };
+        if !bind.ip().is_loopback() {
+            problems.add(path, NOT_LOOPBACK);
+            continue;
+        }
         // Port 0 asks the OS for a fresh port each time, so equal port-0 binds never clash.
         let earlier = listeners
             .iter()
@@ -102,6 +110,10 @@ fn admin(
     problems: &mut Problems,
 ) -> Option<AdminConfig> {
     let bind = problems.check("admin.bind", parse_bind(&file.bind))?;
+    if !bind.ip().is_loopback() {
+        problems.add("admin.bind", NOT_LOOPBACK);
+        return None;
+    }
     // Port 0 asks the OS for a fresh port, so it never clashes with a listener.
     let clash = listeners
         .iter()
