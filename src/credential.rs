@@ -79,6 +79,19 @@ pub enum CredentialSetupError {
 
 // === impl Credentials ===
 
+/// Everything a token cache depends on: the credential fingerprint and every other provider
+/// setting (scheme, lifetimes, trusted roots...). Equal identities across a reload keep the cache.
+fn identity(provider: &ProviderConfig) -> String {
+    // Debug shows secrets as [redacted]; the fingerprint covers them.
+    let settings = format!("{provider:?}");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, settings.as_bytes());
+    let settings: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}:{settings}", fingerprint(provider))
+}
+
 /// Names the settings a token depends on: when any changes (a new secret, another scope), the
 /// stored token, refresh token and rejection of the old settings no longer apply.
 fn fingerprint(provider: &ProviderConfig) -> String {
@@ -123,9 +136,17 @@ impl Credentials {
     pub fn build(
         config: &Config,
         store: &Arc<dyn TokenStore>,
+        previous: Option<&Credentials>,
     ) -> Result<Credentials, CredentialSetupError> {
         let mut sources = HashMap::new();
         for (name, provider) in &config.providers {
+            let identity = identity(provider);
+            if let Some(Source::Endpoint(cache)) = previous.and_then(|p| p.sources.get(name))
+                && cache.identity() == identity
+            {
+                sources.insert(name.clone(), Source::Endpoint(Arc::clone(cache)));
+                continue;
+            }
             let source = match &provider.grant {
                 GrantConfig::Static { token } => {
                     let token = AccessToken::new(
@@ -157,8 +178,8 @@ impl Credentials {
                         account: None,
                         fingerprint: fingerprint(provider),
                     };
-                    let cache =
-                        TokenCache::new(Arc::clone(provider), client, Arc::clone(store), key);
+                    let store = Arc::clone(store);
+                    let cache = TokenCache::new(Arc::clone(provider), client, store, key, identity);
                     Source::Endpoint(Arc::new(cache))
                 }
             };

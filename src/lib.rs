@@ -17,6 +17,7 @@ pub mod credential;
 pub mod demo;
 pub mod operate;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod sandbox;
 pub mod secret;
@@ -28,12 +29,20 @@ pub mod trust;
 pub mod upstream;
 
 use std::future::Future;
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use server::{Server, ServerError};
 
-/// Binds every listener of `config` and serves until `shutdown` resolves, then drains.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// Binds every listener of `config` and serves until `shutdown` resolves, then drains. The
+/// config file at `config_path` is watched (and SIGHUP heard) for hot reloads.
+pub async fn run(
+    config: Config,
+    config_path: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let server = Server::bind(config).await?;
     for addr in server.local_addrs() {
         tracing::info!(%addr, "listening");
@@ -41,6 +50,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(addr) = server.admin_addr() {
         tracing::info!(%addr, "admin listening");
     }
+    let stop_reloading = CancellationToken::new();
+    let reloads = tokio::spawn(server.reloader(config_path).run(stop_reloading.clone()));
     server.serve(shutdown).await;
+    stop_reloading.cancel();
+    let _ = reloads.await;
     Ok(())
 }

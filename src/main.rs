@@ -154,7 +154,16 @@ fn reset(path: &std::path::Path, provider: &str) -> anyhow::Result<()> {
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config =
         Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
-    runtime()?.block_on(authrelay::run(config, authrelay::shutdown::signal()))?;
+    let shutdown = async {
+        authrelay::shutdown::signal().await;
+        // A second ctrl-c or SIGTERM during the drain means "now".
+        tokio::spawn(async {
+            authrelay::shutdown::signal().await;
+            eprintln!("authrelay: second signal, exiting without waiting for the drain");
+            std::process::exit(1);
+        });
+    };
+    runtime()?.block_on(authrelay::run(config, path, shutdown))?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::proxy::{Peer, Proxy};
+use crate::reload::Reloader;
 use crate::state::{SharedState, State, StateError};
 use crate::store::{self, StoreError, TokenStore};
 
@@ -94,6 +95,16 @@ impl Server {
     /// The bound address of the admin listener.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Reloads of `config_path` into this server's state.
+    pub fn reloader(&self, config_path: &std::path::Path) -> Reloader {
+        Reloader::new(
+            config_path,
+            self.state(),
+            Arc::clone(&self.store),
+            Arc::new(|_ok| {}),
+        )
     }
 
     /// The live state, for reloads and for tests that look inside.

@@ -35,8 +35,19 @@ pub enum StateError {
 
 impl State {
     pub fn build(config: Config, store: &Arc<dyn TokenStore>) -> Result<State, StateError> {
-        let credentials = Credentials::build(&config, store)?;
-        let upstream = Upstream::build(&config)?;
+        Self::build_from(config, store, None)
+    }
+
+    /// Builds the state of a new config, taking over from `previous` the token caches of
+    /// providers whose settings did not change (so their tokens stay warm) and the upstream
+    /// pools whose trust did not change.
+    pub fn build_from(
+        config: Config,
+        store: &Arc<dyn TokenStore>,
+        previous: Option<&State>,
+    ) -> Result<State, StateError> {
+        let credentials = Credentials::build(&config, store, previous.map(|p| &p.credentials))?;
+        let upstream = Upstream::build(&config, previous.map(|p| &p.upstream))?;
         let routes = RouteTable::new(config.routes.iter().cloned());
         Ok(State {
             config: Arc::new(config),

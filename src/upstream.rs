@@ -17,6 +17,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use rustls_pki_types::CertificateDer;
+
 use crate::config::{Config, RouteConfig};
 use crate::trust::{self, TrustError};
 
@@ -46,8 +48,8 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 /// Pooled clients to the upstreams of one configuration.
 pub struct Upstream {
     default: HttpsClient,
-    /// Providers with their own `ca` get their own pool.
-    by_provider: HashMap<String, HttpsClient>,
+    /// Providers with their own `ca` get their own pool, kept with the roots it trusts.
+    by_provider: HashMap<String, (Vec<CertificateDer<'static>>, HttpsClient)>,
 }
 
 /// Why the upstream gave no response.
@@ -66,13 +68,24 @@ pub enum UpstreamError {
 // === impl Upstream ===
 
 impl Upstream {
-    pub fn build(config: &Config) -> Result<Upstream, TrustError> {
-        let default = client(trust::client_config(None)?);
+    /// Clients for `config`'s upstreams. Pools of `previous` whose trusted roots are unchanged
+    /// are kept (warm connections survive a reload); a changed `ca` gets a new pool.
+    pub fn build(config: &Config, previous: Option<&Upstream>) -> Result<Upstream, TrustError> {
+        let default = match previous {
+            Some(previous) => previous.default.clone(),
+            None => client(trust::client_config(None)?),
+        };
         let mut by_provider = HashMap::new();
         for (name, provider) in &config.providers {
-            if let Some(ca) = &provider.ca {
-                by_provider.insert(name.clone(), client(trust::client_config(Some(ca))?));
-            }
+            let Some(ca) = &provider.ca else { continue };
+            let kept = previous
+                .and_then(|p| p.by_provider.get(name))
+                .filter(|(certs, _)| *certs == ca.certs);
+            let pool = match kept {
+                Some((_, pool)) => pool.clone(),
+                None => client(trust::client_config(Some(ca))?),
+            };
+            by_provider.insert(name.clone(), (ca.certs.clone(), pool));
         }
         Ok(Upstream {
             default,
@@ -90,7 +103,7 @@ impl Upstream {
         let client = self
             .by_provider
             .get(&route.provider)
-            .unwrap_or(&self.default);
+            .map_or(&self.default, |(_, pool)| pool);
         match tokio::time::timeout(route.timeout, client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(route.timeout)),
             Ok(Ok(response)) => Ok(response),

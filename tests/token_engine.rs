@@ -8,9 +8,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use authrelay::sandbox::{CROSSBEAM_CLIENT_ID, Failure};
@@ -210,7 +207,7 @@ async fn a_rotated_refresh_token_survives_sigkill() {
 
     let mut rounds = Vec::new();
     for _ in 0..3 {
-        let (mut proxy, addr) = spawn_proxy(&config);
+        let (mut proxy, addr) = support::spawn_proxy(&config);
         // The access token lives 2 s: each round after the first needs a refresh, which only
         // works with the newest refresh token (reusing a retired one revokes the whole family).
         let response = client()
@@ -227,37 +224,4 @@ async fn a_rotated_refresh_token_survives_sigkill() {
     let stats = vendor.stats().clients[CROSSBEAM_CLIENT_ID].clone();
     assert_eq!(stats.refresh_grants, 3);
     assert_eq!(stats.families_revoked, 0);
-}
-
-/// `authrelay run` as a child process; returns it and its listener address (from its log).
-fn spawn_proxy(config: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_authrelay"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("AUTHRELAY_LOG", "authrelay=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut lines = stderr.lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        if line.contains("listening") && !line.contains("admin") {
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap();
-            break addr.parse().unwrap();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
 }

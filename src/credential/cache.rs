@@ -39,6 +39,8 @@ pub struct TokenCache {
     client: TokenClient,
     store: Arc<dyn TokenStore>,
     key: CredentialKey,
+    /// The provider settings this cache was built for (see `Credentials::build`).
+    identity: String,
     /// Set once the first flight has read the store (a stored token, refresh token, rejection).
     restored: AtomicBool,
     current: ArcSwapOption<AccessToken>,
@@ -96,12 +98,14 @@ impl TokenCache {
         client: TokenClient,
         store: Arc<dyn TokenStore>,
         key: CredentialKey,
+        identity: String,
     ) -> Self {
         Self {
             provider,
             client,
             store,
             key,
+            identity,
             restored: AtomicBool::new(false),
             current: ArcSwapOption::empty(),
             refresh_token: Mutex::new(None),
@@ -138,6 +142,11 @@ impl TokenCache {
         let expected = Some(Arc::clone(used));
         self.current
             .compare_and_swap(&expected, None::<Arc<AccessToken>>);
+    }
+
+    /// The provider settings this cache serves; a reload keeps the cache while they are equal.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The token currently cached, valid or not.

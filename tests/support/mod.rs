@@ -7,6 +7,7 @@
     reason = "test harness: a panic is a failed test"
 )]
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -205,4 +206,37 @@ pub async fn canned_token_endpoint(
         }
     });
     (addr, requests)
+}
+
+/// `authrelay run` as a child process; returns it and its listener address (from its log).
+pub fn spawn_proxy(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authrelay"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("AUTHRELAY_LOG", "authrelay=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if line.contains("listening") && !line.contains("admin") {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break addr.parse().unwrap();
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
 }

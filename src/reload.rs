@@ -1,0 +1,182 @@
+//! Hot reload: a change of the config file (seen through its directory, so editors' rename-on-save
+//! and Kubernetes' symlink swaps count) or SIGHUP -> `Config::load` -> `State::build` reusing what
+//! did not change -> one `ArcSwap::store`. A bad file keeps the running state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigErrors};
+use crate::state::{SharedState, State, StateError};
+use crate::store::TokenStore;
+
+/// Changes arriving closer together than this are one reload (editors write in several steps).
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Rebuilds and swaps the state from the config file.
+#[derive(Clone)]
+pub struct Reloader {
+    path: PathBuf,
+    state: SharedState,
+    store: Arc<dyn TokenStore>,
+    on_reload: Arc<dyn Fn(bool) + Send + Sync>,
+}
+
+/// Why a reload was refused; the running state stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0} cannot change without a restart")]
+    NeedsRestart(&'static str),
+    #[error("the reload task stopped abnormally")]
+    Task,
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// `on_reload(ok)` is told about every attempt (metrics).
+    pub fn new(
+        path: &Path,
+        state: SharedState,
+        store: Arc<dyn TokenStore>,
+        on_reload: Arc<dyn Fn(bool) + Send + Sync>,
+    ) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            state,
+            store,
+            on_reload,
+        }
+    }
+
+    /// Loads the file and, when it is valid, swaps in a new state. Token caches and upstream
+    /// pools of unchanged providers carry over.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || this.build())
+            .await
+            .map_err(|_| ReloadError::Task)
+            .and_then(|built| built);
+        match result {
+            Ok(state) => {
+                self.state.store(Arc::new(state));
+                tracing::info!(path = %self.path.display(), "configuration reloaded");
+                (self.on_reload)(true);
+                Ok(())
+            }
+            Err(error) => {
+                // ConfigErrors' Display is one problem per line, with YAML paths and line/column.
+                tracing::error!(path = %self.path.display(), "reload refused, keeping the running configuration:\n{error}");
+                (self.on_reload)(false);
+                Err(error)
+            }
+        }
+    }
+
+    fn build(&self) -> Result<State, ReloadError> {
+        let config = Config::load(&self.path)?;
+        let running = self.state.load_full();
+        let binds = |c: &Config| {
+            let listeners: Vec<_> = c.listeners.iter().map(|l| l.bind).collect();
+            (listeners, c.admin.as_ref().map(|a| a.bind))
+        };
+        if binds(&config) != binds(&running.config) {
+            return Err(ReloadError::NeedsRestart("listeners and admin.bind"));
+        }
+        if format!("{:?}", config.store) != format!("{:?}", running.config.store) {
+            return Err(ReloadError::NeedsRestart("store"));
+        }
+        Ok(State::build_from(config, &self.store, Some(&running))?)
+    }
+
+    /// Reloads on SIGHUP and on changes to the config file until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let (changed, mut changes) = mpsc::unbounded_channel::<()>();
+        // Watch the directory: the file itself may be replaced (rename, symlink swap).
+        let dir = self
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let watched_name = self.path.file_name().map(ToOwned::to_owned);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            // Any event on the file, or on a `..data`-style symlink the file resolves through.
+            let relevant = event.paths.iter().any(|path| {
+                path.file_name() == watched_name.as_deref()
+                    || path
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with(".."))
+            });
+            if relevant {
+                let _ = changed.send(());
+            }
+        });
+        let _watcher = match watcher {
+            Ok(mut watcher) => match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot watch the config directory; reload with SIGHUP");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch files; reload with SIGHUP");
+                None
+            }
+        };
+        let mut hangup = hangup_signal();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(()) = changes.recv() => {
+                    // Let the editor finish: wait for a quiet moment, then reload once.
+                    loop {
+                        match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
+                    let _ = self.reload().await;
+                }
+                Some(()) = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = self.reload().await;
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP as a stream of `()`; never yields where there is no such signal.
+fn hangup_signal() -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut signal) => {
+            tokio::spawn(async move {
+                while signal.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
