@@ -143,12 +143,7 @@ impl Reloader {
                 () = stop.cancelled() => return,
                 Some(()) = changes.recv() => {
                     // Let the editor finish: wait for a quiet moment, then reload once.
-                    loop {
-                        match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
-                            Ok(Some(())) => continue,
-                            _ => break,
-                        }
-                    }
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
                     let _ = self.reload().await;
                 }
                 Some(()) = hangup.recv() => {
