@@ -38,6 +38,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Where tokens, refresh tokens and the lock-out guard state live.
     pub store: StoreConfig,
+    /// How long a shutdown waits for in-flight requests before closing them.
+    pub shutdown_grace: Duration,
 }
 
 /// The token store.
@@ -62,6 +64,8 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
+    /// When set, every endpoint but `/healthz` requires `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
 }
 
 /// A credential source: how to obtain the token and how to present it.

@@ -165,8 +165,11 @@ pub async fn reset(config: &Config, provider: &str) -> Result<String, OperateErr
                 .no_proxy()
                 .build()
                 .map_err(|error| OperateError::Admin(error.to_string()))?;
-            let response = client
-                .post(&url)
+            let mut request = client.post(&url);
+            if let Some(token) = &admin.token {
+                request = request.bearer_auth(token.expose());
+            }
+            let response = request
                 .send()
                 .await
                 .map_err(|error| OperateError::Admin(error.without_url().to_string()))?;

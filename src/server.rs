@@ -26,8 +26,6 @@ use crate::store::{self, StoreError, TokenStore};
 
 /// Time a caller has to send its request headers before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for in-flight requests once shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A configuration with every listener bound, ready to serve.
 pub struct Server {
@@ -166,11 +164,10 @@ impl Server {
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             return;
         };
-        match tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await {
+        let grace = self.state.load().config.shutdown_grace;
+        match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections drained"),
-            Err(_) => {
-                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "closing connections that did not drain")
-            }
+            Err(_) => tracing::warn!(?grace, "closing connections that did not drain"),
         }
     }
 }

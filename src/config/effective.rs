@@ -36,10 +36,20 @@ impl Config {
             Some(admin) => {
                 out.line(0, "admin:");
                 out.field(1, "bind", admin.bind);
+                if admin.token.is_some() {
+                    out.field(1, "token", "[redacted]");
+                }
             }
             None => out.line(0, "admin: none"),
         }
         out.store(&self.store);
+        out.line(
+            0,
+            format!(
+                "shutdown_grace: {}",
+                humantime::format_duration(self.shutdown_grace)
+            ),
+        );
         if self.providers.is_empty() {
             out.line(0, "providers: {}");
         } else {

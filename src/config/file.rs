@@ -21,6 +21,8 @@ pub struct ConfigFile {
     pub providers: Ordered<ProviderFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// How long a shutdown waits for in-flight requests (`30s`).
+    pub shutdown_grace: Option<String>,
 }
 
 /// `listeners[i]`.
@@ -35,6 +37,8 @@ pub struct ListenerFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     pub bind: String,
+    /// Secret reference; when set, every admin endpoint but `/healthz` wants `Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// `store`. `url` and `prefix` belong to `kind: redis`; they are known here so that a fleet

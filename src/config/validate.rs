@@ -43,7 +43,11 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
     let admin = file
         .admin
         .as_ref()
-        .and_then(|admin_file| admin(admin_file, &listeners, &mut problems));
+        .and_then(|admin_file| admin(admin_file, &listeners, base_dir, &mut problems));
+    let shutdown_grace = match &file.shutdown_grace {
+        None => Some(DEFAULT_SHUTDOWN_GRACE),
+        Some(text) => problems.check("shutdown_grace", parse_duration(text)),
+    };
     let store = store::store(file.store.as_ref(), base_dir, &mut problems);
 
     let mut written = WrittenProviders::new();
@@ -57,8 +61,8 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
     let routes = route::routes(&file.routes, &written, &mut problems);
 
     // A part that is `None` recorded why, so only an empty list means a whole config.
-    let store = match store {
-        Some(store) if problems.0.is_empty() => store,
+    let (store, shutdown_grace) = match (store, shutdown_grace) {
+        (Some(store), Some(grace)) if problems.0.is_empty() => (store, grace),
         _ => return Err(ConfigErrors(problems.0)),
     };
     let providers = written
@@ -71,8 +75,12 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
         providers,
         routes,
         store,
+        shutdown_grace,
     })
 }
+
+/// How long a shutdown waits for in-flight requests when the config does not say.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Until callers authenticate (a later release), whoever reaches a port gets the vendors'
 /// privileges: only loopback may be bound.
@@ -107,8 +115,15 @@ fn listeners(files: &[ListenerFile], problems: &mut Problems) -> Vec<ListenerCon
 fn admin(
     file: &AdminFile,
     listeners: &[ListenerConfig],
+    base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<AdminConfig> {
+    let token = match &file.token {
+        None => None,
+        Some(reference) => {
+            Some(problems.check("admin.token", secret_ref::resolve(reference, base_dir))?)
+        }
+    };
     let bind = problems.check("admin.bind", parse_bind(&file.bind))?;
     if !bind.ip().is_loopback() {
         problems.add("admin.bind", NOT_LOOPBACK);
@@ -124,7 +139,7 @@ fn admin(
         problems.add("admin.bind", message);
         return None;
     }
-    Some(AdminConfig { bind })
+    Some(AdminConfig { bind, token })
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 
 use std::sync::Arc;
 
+use crate::secret::Secret;
 use crate::state::SharedState;
 use crate::store::TokenStore;
 use crate::upstream::ProxyBody;
@@ -27,6 +28,18 @@ impl Admin {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let path = request.uri().path();
+        if path != "/healthz" && !self.authorized(request.headers()) {
+            let mut response = json(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"admin_token_required"}"#.to_string(),
+            );
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authrelay-admin\""),
+            );
+            return response;
+        }
         match (request.method(), request.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
@@ -74,6 +87,27 @@ impl Admin {
                 )
             }
         }
+    }
+}
+
+impl Admin {
+    /// True when no admin token is configured, or the request carries it as a bearer token.
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let state = self.state.load();
+        let Some(expected) = state
+            .config
+            .admin
+            .as_ref()
+            .and_then(|admin| admin.token.as_ref())
+        else {
+            return true;
+        };
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| Secret::new(token.trim()));
+        presented.is_some_and(|token| token.same_as(expected))
     }
 }
 
