@@ -5,6 +5,7 @@
 
 mod cache;
 mod grant;
+mod status;
 mod token;
 
 use std::collections::HashMap;
@@ -17,11 +18,13 @@ use http::header::AUTHORIZATION;
 use zeroize::Zeroize;
 
 use crate::config::{Config, GrantConfig, ProviderConfig, RouteConfig};
+use crate::metrics::Metrics;
 use crate::store::{CredentialKey, StoreError, TokenStore};
 use crate::trust;
 
 pub use cache::{CacheError, Lookup, TokenCache};
 pub use grant::{GrantError, TokenClient, retry_after};
+pub use status::{ProviderState, ProviderStatus};
 pub use token::{AccessToken, LifetimeSource, TokenResponseError};
 
 /// A static token never expires on our side (the vendor's 401 says otherwise); a century stands
@@ -133,10 +136,12 @@ fn fingerprint(provider: &ProviderConfig) -> String {
 
 impl Credentials {
     /// One source per provider of `config`; token endpoints are not contacted until first use.
+    /// Token caches count into `metrics`.
     pub fn build(
         config: &Config,
         store: &Arc<dyn TokenStore>,
         previous: Option<&Credentials>,
+        metrics: &Metrics,
     ) -> Result<Credentials, CredentialSetupError> {
         let mut sources = HashMap::new();
         for (name, provider) in &config.providers {
@@ -179,7 +184,14 @@ impl Credentials {
                         fingerprint: fingerprint(provider),
                     };
                     let store = Arc::clone(store);
-                    let cache = TokenCache::new(Arc::clone(provider), client, store, key, identity);
+                    let cache = TokenCache::new(
+                        Arc::clone(provider),
+                        client,
+                        store,
+                        key,
+                        identity,
+                        metrics,
+                    );
                     Source::Endpoint(Arc::new(cache))
                 }
             };

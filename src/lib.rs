@@ -10,11 +10,13 @@
 //! config ──▶ state::State::build ──▶ ArcSwap<State>   (read by 1–3; replaced whole)
 //! ```
 //!
-//! Dependency rule: `server → proxy → {route, credential, upstream} → {config, secret, trust}`.
+//! Dependency rule: `server → proxy → {route, credential, upstream} → {config, secret, trust,
+//! metrics}`.
 
 pub mod config;
 pub mod credential;
 pub mod demo;
+pub mod metrics;
 pub mod operate;
 pub mod proxy;
 pub mod reload;

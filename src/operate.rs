@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 
 use crate::config::{Config, GrantConfig};
 use crate::credential::CredentialError;
+use crate::metrics::{Metrics, MetricsError, Registry};
 use crate::state::{State, StateError};
 use crate::store::{self, StoreError, TokenStore};
 
@@ -31,6 +32,8 @@ pub enum OperateError {
     Admin(String),
     #[error("opening the token store stopped abnormally")]
     Task,
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
 }
 
 /// The outcome of `check --online` for one provider.
@@ -56,7 +59,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn TokenStore>, OperateE
 /// Then calls the provider's `test_path` below the upstream of its first route, when it has one.
 pub async fn check_online(config: Config) -> Result<Vec<OnlineCheck>, OperateError> {
     let store = open_store(&config).await?;
-    let state = State::build(config, &store)?;
+    // A one-off run: its metrics are counted but never scraped.
+    let metrics = Metrics::new(Registry::new())?;
+    let state = State::build(config, &store, &metrics)?;
     let mut checks = Vec::new();
     for (name, provider) in &state.config.providers {
         let grant = match provider.grant {

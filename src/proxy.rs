@@ -1,6 +1,7 @@
 //! The request path, and the only place its steps meet:
 //! route -> credential -> upstream -> response (or [`ProxyError::into_response`]).
 
+mod access;
 mod error;
 mod retry;
 
@@ -24,7 +25,7 @@ use crate::upstream::{ProxyBody, strip_hop_by_hop};
 pub use error::{ProxyError, RELAY_ERROR_HEADER};
 pub use retry::RetryOutcome;
 
-use retry::{Outgoing, RequestBody, send_with_retry};
+use retry::{Attempts, Outgoing, RequestBody, send_with_retry};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -77,25 +78,32 @@ impl Proxy {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
+        let mut attempts = Attempts::default();
         let (route, result) = match match_route(&state, &parts) {
             Ok((route, path)) => {
-                let result = forward(&state, &route, &path, parts, body, peer).await;
+                let result = forward(&state, &route, &path, parts, body, peer, &mut attempts).await;
                 (Some(route), result)
             }
             Err(error) => (None, Err(error)),
         };
-        let (response, retry) = result.unwrap_or_else(|error| {
-            tracing::debug!(%error, "answered by the proxy");
-            (error.into_response(), RetryOutcome::NotNeeded)
-        });
-        tracing::info!(
-            target: "authrelay::access",
-            route = route.as_ref().map_or("-", |route| route.name.as_str()),
-            %method,
-            retry = ?retry,
-            status = response.status().as_u16(),
-            relay_error = response.headers().get(RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok()),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        let (response, relay_error) = match result {
+            Ok(response) => (response, None),
+            Err(error) => {
+                tracing::debug!(%error, "answered by the proxy");
+                let code = error.code();
+                state.metrics.relay_error(code);
+                (error.into_response(), Some(code))
+            }
+        };
+        let route = route.as_deref();
+        access::record(
+            &state,
+            route,
+            &method,
+            &attempts,
+            &response,
+            relay_error,
+            started,
         );
         response
     }
@@ -129,7 +137,8 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     peer: Peer,
-) -> Result<(Response<ProxyBody>, RetryOutcome), ProxyError> {
+    attempts: &mut Attempts,
+) -> Result<Response<ProxyBody>, ProxyError> {
     if declared_length(&parts.headers)
         .is_some_and(|length| route.max_body.is_some_and(|max| length > max))
     {
@@ -155,13 +164,15 @@ async fn forward(
         uri: upstream_uri,
         headers: parts.headers,
     };
-    let (response, retry) = send_with_retry(state, route, outgoing, body).await?;
+    let response = send_with_retry(state, route, outgoing, body, attempts).await?;
 
     // 4. Response, streamed back as it arrives.
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let response = Response::from_parts(parts, body.map_err(Into::into).boxed());
-    Ok((response, retry))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed(),
+    ))
 }
 
 /// An HTTP/1 request whose target names a scheme and host: the caller uses authrelay as its

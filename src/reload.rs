@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigErrors};
+use crate::metrics::Metrics;
 use crate::state::{SharedState, State, StateError};
 use crate::store::TokenStore;
 
@@ -23,7 +24,7 @@ pub struct Reloader {
     path: PathBuf,
     state: SharedState,
     store: Arc<dyn TokenStore>,
-    on_reload: Arc<dyn Fn(bool) + Send + Sync>,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a reload was refused; the running state stays.
@@ -42,18 +43,18 @@ pub enum ReloadError {
 // === impl Reloader ===
 
 impl Reloader {
-    /// `on_reload(ok)` is told about every attempt (metrics).
+    /// Every attempt is counted in `metrics` (`authrelay_config_reloads_total`).
     pub fn new(
         path: &Path,
         state: SharedState,
         store: Arc<dyn TokenStore>,
-        on_reload: Arc<dyn Fn(bool) + Send + Sync>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             path: path.to_path_buf(),
             state,
             store,
-            on_reload,
+            metrics,
         }
     }
 
@@ -69,13 +70,13 @@ impl Reloader {
             Ok(state) => {
                 self.state.store(Arc::new(state));
                 tracing::info!(path = %self.path.display(), "configuration reloaded");
-                (self.on_reload)(true);
+                self.metrics.record_reload(true);
                 Ok(())
             }
             Err(error) => {
                 // ConfigErrors' Display is one problem per line, with YAML paths and line/column.
                 tracing::error!(path = %self.path.display(), "reload refused, keeping the running configuration:\n{error}");
-                (self.on_reload)(false);
+                self.metrics.record_reload(false);
                 Err(error)
             }
         }
@@ -94,7 +95,12 @@ impl Reloader {
         if format!("{:?}", config.store) != format!("{:?}", running.config.store) {
             return Err(ReloadError::NeedsRestart("store"));
         }
-        Ok(State::build_from(config, &self.store, Some(&running))?)
+        Ok(State::build_from(
+            config,
+            &self.store,
+            &self.metrics,
+            Some(&running),
+        )?)
     }
 
     /// Reloads on SIGHUP and on changes to the config file until `stop`.

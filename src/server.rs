@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::metrics::{Metrics, MetricsError, Registry};
 use crate::proxy::{Peer, Proxy};
 use crate::reload::Reloader;
 use crate::state::{SharedState, State, StateError};
@@ -32,6 +33,8 @@ pub struct Server {
     state: SharedState,
     /// One per process: it outlives configuration reloads.
     store: Arc<dyn TokenStore>,
+    /// One per process: counters keep counting across reloads.
+    metrics: Arc<Metrics>,
     listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
 }
@@ -51,13 +54,25 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("opening the token store stopped abnormally")]
     StoreTask,
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
 }
 
 // === impl Server ===
 
 impl Server {
-    /// Builds the state and binds every listener of `config` (port 0 picks a free port).
+    /// Builds the state and binds every listener of `config` (port 0 picks a free port), with
+    /// metrics in a registry of its own.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with_registry(config, Registry::new()).await
+    }
+
+    /// As [`Server::bind`], registering authrelay's metrics into `registry`.
+    pub async fn bind_with_registry(
+        config: Config,
+        registry: Registry,
+    ) -> Result<Server, ServerError> {
+        let metrics = Arc::new(Metrics::new(registry)?);
         let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
         let admin_bind = config.admin.as_ref().map(|admin| admin.bind);
         // Opening authenticates every record: blocking work, off the async threads.
@@ -65,7 +80,10 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || store::open(&store_config))
             .await
             .map_err(|_| ServerError::StoreTask)??;
-        let state = Arc::new(ArcSwap::from_pointee(State::build(config, &store)?));
+        let state = Arc::new(ArcSwap::from_pointee(State::build(
+            config, &store, &metrics,
+        )?));
+        metrics.record_config_loaded();
         let mut listeners = Vec::with_capacity(binds.len());
         for addr in binds {
             listeners.push(bind(addr).await?);
@@ -77,6 +95,7 @@ impl Server {
         Ok(Server {
             state,
             store,
+            metrics,
             listeners,
             admin,
         })
@@ -101,13 +120,18 @@ impl Server {
             config_path,
             self.state(),
             Arc::clone(&self.store),
-            Arc::new(|_ok| {}),
+            self.metrics(),
         )
     }
 
     /// The live state, for reloads and for tests that look inside.
     pub fn state(&self) -> SharedState {
         Arc::clone(&self.state)
+    }
+
+    /// The process's metrics, for the reload code (`record_reload`) and tests.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and drains open connections.
@@ -139,7 +163,11 @@ impl Server {
             )));
         }
         if let Some(listener) = self.admin {
-            let admin = admin::Admin::new(Arc::clone(&self.state), Arc::clone(&self.store));
+            let admin = admin::Admin::new(
+                Arc::clone(&self.state),
+                Arc::clone(&self.store),
+                Arc::clone(&self.metrics),
+            );
             let service = move |_peer: SocketAddr| {
                 let admin = admin.clone();
                 service_fn(move |request| {

@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::credential::{CredentialSetupError, Credentials};
+use crate::metrics::{Metrics, ProxyMetrics};
 use crate::route::RouteTable;
 use crate::store::TokenStore;
 use crate::trust::TrustError;
@@ -17,6 +18,8 @@ pub struct State {
     pub routes: RouteTable,
     pub credentials: Credentials,
     pub upstream: Upstream,
+    /// The request path's metric handles, resolved once per route.
+    pub metrics: ProxyMetrics,
 }
 
 /// The live state, read by every request and replaced in one store.
@@ -34,8 +37,13 @@ pub enum StateError {
 // === impl State ===
 
 impl State {
-    pub fn build(config: Config, store: &Arc<dyn TokenStore>) -> Result<State, StateError> {
-        Self::build_from(config, store, None)
+    /// `metrics` is the process's: counters keep counting across reloads.
+    pub fn build(
+        config: Config,
+        store: &Arc<dyn TokenStore>,
+        metrics: &Metrics,
+    ) -> Result<State, StateError> {
+        Self::build_from(config, store, metrics, None)
     }
 
     /// Builds the state of a new config, taking over from `previous` the token caches of
@@ -44,16 +52,20 @@ impl State {
     pub fn build_from(
         config: Config,
         store: &Arc<dyn TokenStore>,
+        metrics: &Metrics,
         previous: Option<&State>,
     ) -> Result<State, StateError> {
-        let credentials = Credentials::build(&config, store, previous.map(|p| &p.credentials))?;
+        let credentials =
+            Credentials::build(&config, store, previous.map(|p| &p.credentials), metrics)?;
         let upstream = Upstream::build(&config, previous.map(|p| &p.upstream))?;
         let routes = RouteTable::new(config.routes.iter().cloned());
+        let metrics = metrics.proxy(config.routes.iter().map(|route| route.name.as_str()));
         Ok(State {
             config: Arc::new(config),
             routes,
             credentials,
             upstream,
+            metrics,
         })
     }
 }

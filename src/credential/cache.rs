@@ -15,8 +15,10 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
 use super::grant::{GrantError, GrantRequest, TokenClient};
+use super::status::{ProviderState, ProviderStatus};
 use super::token::AccessToken;
 use crate::config::{GrantConfig, ProviderConfig};
+use crate::metrics::{Metrics, ProviderMetrics, TokenOutcome};
 use crate::secret::Secret;
 use crate::store::{CredentialKey, CredentialRecord, Rejection, TokenStore};
 
@@ -48,6 +50,7 @@ pub struct TokenCache {
     refresh_token: Mutex<Option<Secret>>,
     /// Held only for a few instructions, never across an await.
     flight: Mutex<FlightState>,
+    metrics: ProviderMetrics,
 }
 
 #[derive(Default)]
@@ -99,7 +102,9 @@ impl TokenCache {
         store: Arc<dyn TokenStore>,
         key: CredentialKey,
         identity: String,
+        metrics: &Metrics,
     ) -> Self {
+        let metrics = metrics.provider(&provider.name, grant_name(&provider.grant));
         Self {
             provider,
             client,
@@ -110,11 +115,23 @@ impl TokenCache {
             current: ArcSwapOption::empty(),
             refresh_token: Mutex::new(None),
             flight: Mutex::new(FlightState::default()),
+            metrics,
         }
     }
 
     /// A token valid now: cached, or obtained by the one request in flight.
     pub async fn get(self: &Arc<Self>) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
+        let result = self.lookup().await;
+        // A lookup that ends without a token found none valid in the cache: a miss.
+        match result.as_ref().map_or(Lookup::Miss, |(_, lookup)| *lookup) {
+            Lookup::Hit => self.metrics.cache_hit(),
+            Lookup::EarlyRenewal => self.metrics.cache_early_renewal(),
+            Lookup::Miss => self.metrics.cache_miss(),
+        }
+        result
+    }
+
+    async fn lookup(self: &Arc<Self>) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
         let now = Instant::now();
         if let Some(token) = self.current.load_full() {
             let remaining = token.remaining(now);
@@ -307,8 +324,22 @@ impl TokenCache {
         }
     }
 
-    /// One token request, shaped by the provider's grant.
+    /// One token request, counted and timed.
     async fn fetch(&self) -> Result<AccessToken, GrantError> {
+        let started = Instant::now();
+        let result = self.request().await;
+        let outcome = match &result {
+            Ok(_) => TokenOutcome::Ok,
+            Err(GrantError::Rejected { .. }) => TokenOutcome::Rejected,
+            Err(GrantError::RateLimited { .. }) => TokenOutcome::RateLimited,
+            Err(GrantError::Transient { .. }) => TokenOutcome::Transient,
+        };
+        self.metrics.token_request(outcome, started.elapsed());
+        result
+    }
+
+    /// One token request, shaped by the provider's grant.
+    async fn request(&self) -> Result<AccessToken, GrantError> {
         match &self.provider.grant {
             GrantConfig::ClientCredentials(endpoint) => {
                 let grant = GrantRequest::ClientCredentials;
@@ -343,6 +374,39 @@ impl TokenCache {
             GrantConfig::Static { .. } => Err(GrantError::Transient {
                 reason: "a static token is never requested".into(),
             }),
+        }
+    }
+
+    /// What the cache looks like now, for `/readyz` and the scrape-time metrics.
+    pub fn status(&self, now: Instant) -> ProviderStatus {
+        let token = self.current.load_full();
+        let expires_in = token.as_ref().map(|token| token.remaining(now));
+        let state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let (state, retry_in, error) = match (&state.blocked, &state.running) {
+            (Some(Blocked::Rejected(error)), _) => (
+                ProviderState::CredentialsRejected,
+                None,
+                Some(error.clone()),
+            ),
+            (_, Some(_)) => (ProviderState::Renewing, None, None),
+            // Until a token request succeeds, even once the wait is over.
+            (Some(Blocked::BackingOff { until, error }), None) => (
+                ProviderState::BackingOff,
+                Some(until.saturating_duration_since(now)),
+                Some(error.clone()),
+            ),
+            (None, None) if token.is_none() && !self.restored.load(Ordering::SeqCst) => {
+                (ProviderState::NotYetUsed, None, None)
+            }
+            (None, None) => (ProviderState::Ok, None, None),
+        };
+        ProviderStatus {
+            provider: self.provider.name.clone(),
+            account: None,
+            state,
+            expires_in,
+            retry_in,
+            error,
         }
     }
 
@@ -397,6 +461,15 @@ impl TokenCache {
                 retry_after: BACKOFF_FLOOR,
             },
         }
+    }
+}
+
+/// The grant's name as the metrics label it.
+fn grant_name(grant: &GrantConfig) -> &'static str {
+    match grant {
+        GrantConfig::Static { .. } => "static",
+        GrantConfig::ClientCredentials(_) => "client_credentials",
+        GrantConfig::RefreshToken { .. } => "refresh_token",
     }
 }
 

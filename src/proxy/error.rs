@@ -137,3 +137,46 @@ impl From<NoRoute> for ProxyError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::GrantError;
+    use crate::metrics::names::RELAY_ERROR_CODES;
+
+    #[test]
+    fn every_code_is_in_the_metrics_label_set() {
+        let grant = || GrantError::Transient { reason: "x".into() };
+        let boxed = || -> crate::upstream::BoxError { "x".into() };
+        let errors = [
+            ProxyError::NoRoute,
+            ProxyError::MethodNotAllowed,
+            ProxyError::BadPath,
+            ProxyError::BodyTooLarge,
+            ProxyError::ClientBody(boxed()),
+            ProxyError::Credential(CredentialError::Rejected {
+                provider: "p".into(),
+                error: grant(),
+            }),
+            ProxyError::Credential(CredentialError::Unavailable {
+                provider: "p".into(),
+                error: grant(),
+                retry_after: Duration::from_secs(1),
+            }),
+            ProxyError::Credential(CredentialError::BadHeader {
+                provider: "p".into(),
+                header: "h".into(),
+            }),
+            ProxyError::Upstream(UpstreamError::Connect(boxed())),
+            ProxyError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))),
+            ProxyError::Upstream(UpstreamError::BodyTooLarge),
+            ProxyError::Upstream(UpstreamError::Exchange(boxed())),
+        ];
+        let mut seen: Vec<&str> = errors.iter().map(ProxyError::code).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut expected = RELAY_ERROR_CODES.to_vec();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+    }
+}

@@ -3,10 +3,13 @@
 //! single flight and replay once. Larger bodies stream and are never replayed; neither is a
 //! request that failed on the network (the vendor may have acted on it).
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
 
 use super::ProxyError;
 use crate::config::RouteConfig;
@@ -20,16 +23,26 @@ pub enum RequestBody {
 }
 
 /// How the request fared with respect to the 401 retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RetryOutcome {
     /// No 401, or a provider that cannot refresh (static tokens).
+    #[default]
     NotNeeded,
     /// 401, fresh token, replay answered something else.
     Recovered,
-    /// 401 again after the replay; passed to the caller.
+    /// 401 again after the replay (passed to the caller), or no fresh token for the replay.
     Failed,
     /// 401 on a request whose body was too large to keep; passed to the caller.
     NotReplayable,
+}
+
+/// What the upstream attempts of one request came to, for the access log and the metrics.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    pub retry: RetryOutcome,
+    /// Time spent waiting for upstream response headers, over every attempt; `None` when no
+    /// request was sent upstream.
+    pub upstream: Option<Duration>,
 }
 
 /// The parts of the outgoing request that are sent again on a replay.
@@ -38,6 +51,20 @@ pub struct Outgoing {
     pub uri: Uri,
     /// Headers without credentials; each attempt adds its own.
     pub headers: HeaderMap,
+}
+
+// === impl RetryOutcome ===
+
+impl RetryOutcome {
+    /// The outcome as the access log spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryOutcome::NotNeeded => "none",
+            RetryOutcome::Recovered => "recovered",
+            RetryOutcome::Failed => "failed",
+            RetryOutcome::NotReplayable => "not_replayable",
+        }
+    }
 }
 
 // === impl RequestBody ===
@@ -98,38 +125,59 @@ impl RequestBody {
     }
 }
 
-/// Steps 2 and 3 with the retry: authorize, send, and on 401 invalidate, re-authorize, replay once.
+/// Steps 2 and 3 with the retry: authorize, send, and on 401 invalidate, re-authorize, replay
+/// once. `attempts` records the retry outcome and upstream time, whatever the result.
 pub async fn send_with_retry(
     state: &State,
     route: &RouteConfig,
     outgoing: Outgoing,
     body: RequestBody,
-) -> Result<(Response<Incoming>, RetryOutcome), ProxyError> {
+    attempts: &mut Attempts,
+) -> Result<Response<Incoming>, ProxyError> {
     let replay = match &body {
         RequestBody::Buffered(bytes) => Some(bytes.clone()),
         RequestBody::Streaming(_) => None,
     };
     let (request, used) = authorized(state, route, &outgoing, body).await?;
-    let response = state.upstream.send(route, request).await?;
+    let response = send(state, route, request, attempts).await?;
     if response.status() != StatusCode::UNAUTHORIZED
         || !state.credentials.can_refresh(&route.provider)
     {
-        return Ok((response, RetryOutcome::NotNeeded));
+        return Ok(response);
     }
     // The token is suspect either way: the next request should not be sent with it.
     state.credentials.invalidate(&route.provider, &used);
     let Some(bytes) = replay else {
-        return Ok((response, RetryOutcome::NotReplayable));
+        attempts.retry = RetryOutcome::NotReplayable;
+        return Ok(response);
     };
     drop(response);
     tracing::info!(route = %route.name, provider = %route.provider, "upstream answered 401; replaying once with a fresh token");
+    // Failed until the replay answers something other than 401.
+    attempts.retry = RetryOutcome::Failed;
     let (request, _) = authorized(state, route, &outgoing, RequestBody::Buffered(bytes)).await?;
-    let response = state.upstream.send(route, request).await?;
-    let outcome = match response.status() {
-        StatusCode::UNAUTHORIZED => RetryOutcome::Failed,
-        _ => RetryOutcome::Recovered,
-    };
-    Ok((response, outcome))
+    let response = send(state, route, request, attempts).await?;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        attempts.retry = RetryOutcome::Recovered;
+    }
+    Ok(response)
+}
+
+/// Step 3, once: the upstream exchange, timed to the response headers and counted by status class.
+async fn send(
+    state: &State,
+    route: &RouteConfig,
+    request: Request<ProxyBody>,
+    attempts: &mut Attempts,
+) -> Result<Response<Incoming>, ProxyError> {
+    let started = Instant::now();
+    let result = state.upstream.send(route, request).await;
+    let elapsed = started.elapsed();
+    attempts.upstream = Some(attempts.upstream.unwrap_or_default() + elapsed);
+    if let Some(metrics) = state.metrics.route(&route.name) {
+        metrics.upstream(result.as_ref().ok().map(Response::status), elapsed);
+    }
+    Ok(result?)
 }
 
 async fn authorized(

@@ -1,4 +1,7 @@
-//! The admin listener: `/healthz` (the process serves) and `/readyz` (config loaded, listeners bound).
+//! The admin listener: `/healthz` (the process serves), `/readyz` (config loaded, listeners
+//! bound) and `/metrics` (Prometheus text format).
+
+mod scrape;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -8,6 +11,7 @@ use hyper::body::Incoming;
 
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::state::SharedState;
 use crate::store::TokenStore;
@@ -18,13 +22,18 @@ use crate::upstream::ProxyBody;
 pub struct Admin {
     state: SharedState,
     store: Arc<dyn TokenStore>,
+    metrics: Arc<Metrics>,
 }
 
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(state: SharedState, store: Arc<dyn TokenStore>) -> Self {
-        Self { state, store }
+    pub fn new(state: SharedState, store: Arc<dyn TokenStore>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            state,
+            store,
+            metrics,
+        }
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -42,6 +51,7 @@ impl Admin {
         }
         match (request.method(), request.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, "/metrics") => self.metrics(),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 // The admin listener only serves once the config is loaded and every listener is
                 // bound, so reaching this handler is readiness.
