@@ -61,3 +61,47 @@ async fn admin_token_guards_everything_but_healthz() {
         std::time::Duration::from_secs(5)
     );
 }
+
+#[tokio::test]
+async fn readyz_shows_each_providers_state() {
+    let vendor = sandbox().await;
+    let yaml =
+        support::VENDORS_YAML.replace("client_secret: cr-demo-secret", "client_secret: wrong-one");
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    let admin = proxy.admin.unwrap();
+    let readyz = || async {
+        let response = client()
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["provider"].as_str().unwrap().to_string(), p.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = readyz().await;
+    assert_eq!(before["cultureamp"]["state"], "not_yet_used");
+    assert_eq!(support::get(&proxy, "/cross-river/x").await.status(), 503);
+    assert_eq!(
+        support::get(&proxy, "/cultureamp/employees").await.status(),
+        200
+    );
+    let after = readyz().await;
+    assert_eq!(after["cross-river"]["state"], "credentials_rejected");
+    assert!(
+        after["cross-river"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_client")
+    );
+    assert_eq!(after["cultureamp"]["state"], "ok");
+    let expires = after["cultureamp"]["expires_in_seconds"].as_u64().unwrap();
+    assert!((3500..=3599).contains(&expires), "{expires}");
+    assert_eq!(after["partner"]["state"], "ok");
+    assert!(!after.values().any(|p| p.to_string().contains("wrong-one")));
+}

@@ -56,8 +56,22 @@ impl Admin {
                 // The admin listener only serves once the config is loaded and every listener is
                 // bound, so reaching this handler is readiness.
                 let state = self.state.load();
-                let providers: Vec<&str> =
-                    state.config.providers.keys().map(String::as_str).collect();
+                let providers: Vec<serde_json::Value> = state
+                    .credentials
+                    .snapshot()
+                    .into_iter()
+                    .map(|status| {
+                        serde_json::json!({
+                            "provider": status.provider,
+                            "account": status.account,
+                            "state": status.state.as_str(),
+                            "expires_in_seconds": status.expires_in.map(|d| d.as_secs()),
+                            "retry_in_seconds": status.retry_in.map(|d| d.as_secs()),
+                            // Grant errors carry statuses and OAuth codes only, never a secret.
+                            "error": status.error.map(|error| error.to_string()),
+                        })
+                    })
+                    .collect();
                 let body = serde_json::json!({ "status": "ready", "providers": providers });
                 json(StatusCode::OK, body.to_string())
             }
