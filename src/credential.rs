@@ -260,6 +260,16 @@ impl Credentials {
         matches!(self.sources.get(provider), Some(Source::Endpoint(_)))
     }
 
+    /// Resolves once every token request in flight has finished and written its outcome: a
+    /// shutdown must not cut a refresh between the vendor's rotation and the store write.
+    pub async fn settle(&self) {
+        for source in self.sources.values() {
+            if let Source::Endpoint(cache) = source {
+                cache.settle().await;
+            }
+        }
+    }
+
     /// The token cached for `provider`, valid or not; `None` before the first request.
     pub fn cached(&self, provider: &str) -> Option<Arc<AccessToken>> {
         match self.sources.get(provider)? {

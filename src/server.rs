@@ -192,10 +192,15 @@ impl Server {
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             return;
         };
-        let grace = self.state.load().config.shutdown_grace;
+        let state = self.state.load_full();
+        let grace = state.config.shutdown_grace;
         match tokio::time::timeout(grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections drained"),
             Err(_) => tracing::warn!(?grace, "closing connections that did not drain"),
+        }
+        // A renewal started by the last requests finishes, and is stored, before the exit.
+        if tokio::time::timeout(grace, state.credentials.settle()).await.is_err() {
+            tracing::warn!("a token request was still running at exit");
         }
     }
 }

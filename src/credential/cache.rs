@@ -161,6 +161,14 @@ impl TokenCache {
             .compare_and_swap(&expected, None::<Arc<AccessToken>>);
     }
 
+    /// Resolves when no token request of this cache is in flight (its store write included).
+    pub async fn settle(&self) {
+        let running = self.flight.lock().unwrap_or_else(PoisonError::into_inner).running.clone();
+        if let Some(flight) = running {
+            let _ = flight.await;
+        }
+    }
+
     /// The provider settings this cache serves; a reload keeps the cache while they are equal.
     pub fn identity(&self) -> &str {
         &self.identity
