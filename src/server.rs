@@ -199,7 +199,10 @@ impl Server {
             Err(_) => tracing::warn!(?grace, "closing connections that did not drain"),
         }
         // A renewal started by the last requests finishes, and is stored, before the exit.
-        if tokio::time::timeout(grace, state.credentials.settle()).await.is_err() {
+        if tokio::time::timeout(grace, state.credentials.settle())
+            .await
+            .is_err()
+        {
             tracing::warn!("a token request was still running at exit");
         }
     }

@@ -163,7 +163,12 @@ impl TokenCache {
 
     /// Resolves when no token request of this cache is in flight (its store write included).
     pub async fn settle(&self) {
-        let running = self.flight.lock().unwrap_or_else(PoisonError::into_inner).running.clone();
+        let running = self
+            .flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running
+            .clone();
         if let Some(flight) = running {
             let _ = flight.await;
         }
