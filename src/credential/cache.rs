@@ -134,11 +134,10 @@ impl TokenCache {
     async fn lookup(self: &Arc<Self>) -> Result<(Arc<AccessToken>, Lookup), CacheError> {
         let now = Instant::now();
         if let Some(token) = self.current.load_full() {
-            let remaining = token.remaining(now);
-            if remaining > self.renewal_margin(&token) {
+            if token.fresh(now) {
                 return Ok((token, Lookup::Hit));
             }
-            if !remaining.is_zero() {
+            if now < token.expires_at {
                 // Start (or join) a renewal without waiting for it; failures only delay the next one.
                 let _ = self.join_or_start(now);
                 return Ok((token, Lookup::EarlyRenewal));
@@ -211,7 +210,7 @@ impl TokenCache {
         }
         // A flight may have finished between the caller's cache check and this lock.
         if let Some(token) = self.current.load_full()
-            && token.remaining(now) > self.renewal_margin(&token)
+            && token.fresh(now)
         {
             return Ok(Joined::Ready(token));
         }
@@ -227,7 +226,10 @@ impl TokenCache {
                         reason: "the token request panicked".into(),
                     })
                 })
-                .map(Arc::new);
+                .map(|mut token| {
+                    token.renew_before(cache.renewal_margin(&token));
+                    Arc::new(token)
+                });
             cache.finish(&result);
             result
         });

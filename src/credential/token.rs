@@ -23,6 +23,8 @@ pub struct AccessToken {
     authorization: HeaderValue,
     /// When the vendor stops accepting it.
     pub expires_at: Instant,
+    /// From when on the cache renews it; set once, so a cache hit is one comparison.
+    renew_at: Instant,
     /// How long it lived when issued.
     pub lifetime: Duration,
     /// Which part of the token response gave the lifetime.
@@ -78,6 +80,7 @@ impl AccessToken {
             value,
             authorization,
             expires_at: Instant::now() + lifetime,
+            renew_at: Instant::now() + lifetime,
             lifetime,
             lifetime_source,
             fields,
@@ -157,6 +160,7 @@ impl AccessToken {
         )
         .ok()?;
         token.expires_at = Instant::now() + remaining.min(MAX_LIFETIME);
+        token.renew_at = token.expires_at;
         Some(token)
     }
 
@@ -176,6 +180,19 @@ impl AccessToken {
     /// True when `other` carries the same token value (used to invalidate exactly the token that failed).
     pub fn same_token(&self, other: &AccessToken) -> bool {
         self.value.same_as(&other.value)
+    }
+
+    /// Renew `margin` before expiry (the cache's `refresh_before`).
+    pub fn renew_before(&mut self, margin: Duration) {
+        self.renew_at = self
+            .expires_at
+            .checked_sub(margin)
+            .unwrap_or(self.expires_at);
+    }
+
+    /// True until the renewal window opens.
+    pub fn fresh(&self, now: Instant) -> bool {
+        now < self.renew_at
     }
 
     /// Time left before the vendor stops accepting it.
