@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use authrelay::Config;
 use authrelay::credential::Credentials;
+use authrelay::metrics::{Metrics, Registry};
 use authrelay::sandbox::{Sandbox, SandboxHandle};
 use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
@@ -96,7 +97,9 @@ impl Fixture {
                 .replace("{store}", &store.path().display().to_string());
             let config = Config::from_yaml(&yaml, Path::new(".")).expect("bench config");
             let token_store = authrelay::store::open(&config.store).expect("token store");
-            let credentials = Credentials::build(&config, &token_store).expect("credentials");
+            let metrics = Metrics::new(Registry::new()).expect("metrics");
+            let credentials =
+                Credentials::build(&config, &token_store, None, &metrics).expect("credentials");
             // The one token request: every later call on this route is a hit.
             credentials
                 .authorize(&config.routes[CACHED_ROUTE], &mut HeaderMap::new())
