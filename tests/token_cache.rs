@@ -301,6 +301,14 @@ async fn invalid_client_counts_as_rejection_whatever_the_status() {
     for answer in [
         "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"invalid_client\"}",
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"invalid_client\"}",
+        // A refusal whose body is too large to read (an HTML error page) is still a refusal.
+        &*Box::leak(
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/html\r\ncontent-length: 70000\r\nconnection: close\r\n\r\n{}",
+                "x".repeat(70_000)
+            )
+            .into_boxed_str(),
+        ),
     ] {
         let vendor = sandbox().await;
         let (endpoint, requests) = support::canned_token_endpoint(answer).await;

@@ -256,7 +256,12 @@ impl TokenCache {
             return Ok(token);
         }
         let result = self.fetch().await;
-        self.persist(&result).await?;
+        // A rejection stands even when it could not be written: memory still blocks retries.
+        if let Err(error) = self.persist(&result).await
+            && result.is_ok()
+        {
+            return Err(error);
+        }
         result
     }
 

@@ -101,7 +101,13 @@ impl TokenClient {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = read_limited(response).await?;
+        let body = match read_limited(response).await {
+            Ok(body) => body,
+            // The status already says the request was refused; an unreadable or oversized body
+            // (an HTML error page, a reset mid-body) must not turn a strike into a retry.
+            Err(_) if rejects_credentials(status) => Vec::new(),
+            Err(error) => return Err(error),
+        };
         classify(status, retry_after, &body, provider)
     }
 }
@@ -175,6 +181,11 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, GrantE
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Any 4xx but 429: the same request, with the same secret, would fail again.
+fn rejects_credentials(status: StatusCode) -> bool {
+    status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS
 }
 
 fn classify(
