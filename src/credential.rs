@@ -82,6 +82,22 @@ pub enum CredentialSetupError {
 
 // === impl Credentials ===
 
+/// The HTTP client for `provider`'s token endpoint, trusting its `ca`.
+fn token_client(
+    name: &str,
+    provider: &ProviderConfig,
+) -> Result<TokenClient, CredentialSetupError> {
+    let tls =
+        trust::client_config(provider.ca.as_ref()).map_err(|error| CredentialSetupError::Tls {
+            provider: name.to_string(),
+            error,
+        })?;
+    TokenClient::new(tls).map_err(|error| CredentialSetupError::Client {
+        provider: name.to_string(),
+        error,
+    })
+}
+
 /// Everything a token cache depends on: the credential fingerprint and every other provider
 /// setting (scheme, lifetimes, trusted roots...). Equal identities across a reload keep the cache.
 fn identity(provider: &ProviderConfig) -> String {
@@ -146,9 +162,19 @@ impl Credentials {
         let mut sources = HashMap::new();
         for (name, provider) in &config.providers {
             let identity = identity(provider);
+            let fingerprint = fingerprint(provider);
+            // Same credential: keep its cache (its one flight, refresh token and rejection
+            // state), with the reload's other settings if they changed.
             if let Some(Source::Endpoint(cache)) = previous.and_then(|p| p.sources.get(name))
-                && cache.identity() == identity
+                && cache.key().fingerprint == fingerprint
             {
+                if cache.identity() != identity {
+                    cache.update(
+                        Arc::clone(provider),
+                        token_client(name, provider)?,
+                        identity,
+                    );
+                }
                 sources.insert(name.clone(), Source::Endpoint(Arc::clone(cache)));
                 continue;
             }
@@ -167,21 +193,11 @@ impl Credentials {
                     Source::Static(Arc::new(token))
                 }
                 GrantConfig::ClientCredentials(_) | GrantConfig::RefreshToken { .. } => {
-                    let tls = trust::client_config(provider.ca.as_ref()).map_err(|error| {
-                        CredentialSetupError::Tls {
-                            provider: name.clone(),
-                            error,
-                        }
-                    })?;
-                    let client =
-                        TokenClient::new(tls).map_err(|error| CredentialSetupError::Client {
-                            provider: name.clone(),
-                            error,
-                        })?;
+                    let client = token_client(name, provider)?;
                     let key = CredentialKey {
                         provider: name.clone(),
                         account: None,
-                        fingerprint: fingerprint(provider),
+                        fingerprint,
                     };
                     let store = Arc::clone(store);
                     let cache = TokenCache::new(
@@ -192,6 +208,14 @@ impl Credentials {
                         identity,
                         metrics,
                     );
+                    // New credentials (a rotated client secret), same refresh-token lineage:
+                    // the configured refresh token was retired at the first rotation, so the
+                    // newest one the old cache holds must carry over.
+                    if let Some(Source::Endpoint(old)) = previous.and_then(|p| p.sources.get(name))
+                        && let Some(newest) = old.refresh_token_of_lineage(provider)
+                    {
+                        cache.adopt_refresh_token(newest);
+                    }
                     Source::Endpoint(Arc::new(cache))
                 }
             };

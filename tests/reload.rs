@@ -35,6 +35,7 @@ routes:
 /// A proxy serving `dir/proxy.yaml` with its reloader watching the file.
 struct Running {
     base: String,
+    state: authrelay::state::SharedState,
     stop: CancellationToken,
 }
 
@@ -42,11 +43,12 @@ async fn start(dir: &Path) -> Running {
     let path = dir.join("proxy.yaml");
     let server = Server::bind(Config::load(&path).unwrap()).await.unwrap();
     let base = format!("http://{}", server.local_addrs()[0]);
+    let state = server.state();
     let stop = CancellationToken::new();
     tokio::spawn(server.reloader(&path).run(stop.clone()));
     let serving = stop.clone();
     tokio::spawn(server.serve(async move { serving.cancelled().await }));
-    Running { base, stop }
+    Running { base, state, stop }
 }
 
 /// Polls `path` until it answers `status`, for at most 2 s (the promise for a reload).
@@ -114,8 +116,9 @@ async fn reloads_keep_warm_tokens_apply_changes_and_refuse_bad_files() {
     write_config(dir.path(), &base_yaml);
     answers_within_2s(&proxy.base, "/extra/x", 404).await;
 
-    // A setting that is not a credential (refresh_before) changes: the stored token stays valid
-    // and is reused, no new token request.
+    // A setting that is not a credential (refresh_before) changes: the same cache, with its
+    // token in memory, carries on; no new token request.
+    let before = proxy.state.load().credentials.cached("cultureamp").unwrap();
     write_config(
         dir.path(),
         &base_yaml.replace(
@@ -123,7 +126,22 @@ async fn reloads_keep_warm_tokens_apply_changes_and_refuse_bad_files() {
             "preset: cultureamp\n    refresh_before: 61s",
         ),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while proxy.state.load().config.providers["cultureamp"]
+        .refresh_before
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = proxy.state.load().credentials.cached("cultureamp").unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&before, &after),
+        "the cache was rebuilt"
+    );
     answers_within_2s(&proxy.base, "/ca/employees", 200).await;
     assert_eq!(vendor.token_requests("ca-demo-client"), 1);
 
@@ -173,5 +191,65 @@ async fn a_changed_secret_leaves_credentials_rejected() {
     write_config(dir.path(), &BASE.replace("{sandbox}", &vendor.url()));
     answers_within_2s(&proxy.base, "/ca/employees", 200).await;
     assert_eq!(vendor.token_requests("ca-demo-client"), 2);
+    proxy.stop.cancel();
+}
+
+#[tokio::test]
+async fn new_credentials_keep_the_newest_rotated_refresh_token() {
+    use authrelay::sandbox::CROSSBEAM_CLIENT_ID;
+    let vendor = sandbox().await;
+    vendor.set_token_ttl(Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+listeners: [{{ bind: "127.0.0.1:0" }}]
+store: {{ kind: file, path: store }}
+providers:
+  crossbeam:
+    preset: crossbeam
+    grant: refresh_token
+    token_url: "{url}/crossbeam/oauth/token"
+    client_id: cb-demo-client
+    client_secret: cb-demo-secret
+    refresh_token: "{seed}"
+routes:
+  - match: {{ path_prefix: /cb }}
+    strip_prefix: true
+    upstream: "{url}/crossbeam/api"
+    provider: crossbeam
+    headers: {{ Xbeam-Organization: 02fde942-c7cd-4f12-9d4e-07ee8a57c8c6 }}
+"#,
+        url = vendor.url(),
+        seed = vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID),
+    );
+    write_config(dir.path(), &yaml);
+    let proxy = start(dir.path()).await;
+    answers_within_2s(&proxy.base, "/cb/v1/partners", 200).await;
+    // The credential settings change (scopes are part of the fingerprint): a new cache, which
+    // must not fall back to the configured refresh token the vendor retired at the first refresh.
+    let changed = yaml.replace(
+        "    grant: refresh_token",
+        "    grant: refresh_token\n    scopes: [openid, offline_access]",
+    );
+    write_config(dir.path(), &changed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let scopes = |state: &authrelay::state::State| match &state.config.providers["crossbeam"].grant
+    {
+        authrelay::config::GrantConfig::RefreshToken { endpoint, .. } => endpoint.scopes.len(),
+        _ => 0,
+    };
+    while scopes(&proxy.state.load()) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the 2 s lifetime: the next request needs a refresh.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    answers_within_2s(&proxy.base, "/cb/v1/partners", 200).await;
+    let stats = vendor.stats().clients[CROSSBEAM_CLIENT_ID].clone();
+    assert_eq!(stats.refresh_grants, 2);
+    assert_eq!(stats.families_revoked, 0);
     proxy.stop.cancel();
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
@@ -37,12 +37,11 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GrantError>>>;
 
 /// The token of one OAuth provider (later: one provider + account).
 pub struct TokenCache {
-    provider: Arc<ProviderConfig>,
-    client: TokenClient,
+    /// Replaced by a reload that keeps the credentials but changes other settings, so one
+    /// credential always has one cache: one flight, one refresh token, one rejection state.
+    settings: ArcSwap<Settings>,
     store: Arc<dyn TokenStore>,
     key: CredentialKey,
-    /// The provider settings this cache was built for (see `Credentials::build`).
-    identity: String,
     /// Set once the first flight has read the store (a stored token, refresh token, rejection).
     restored: AtomicBool,
     current: ArcSwapOption<AccessToken>,
@@ -51,6 +50,14 @@ pub struct TokenCache {
     /// Held only for a few instructions, never across an await.
     flight: Mutex<FlightState>,
     metrics: ProviderMetrics,
+}
+
+/// What a reload may change without touching the credential.
+struct Settings {
+    provider: Arc<ProviderConfig>,
+    client: TokenClient,
+    /// The provider settings these were built for (see `Credentials::build`).
+    identity: String,
 }
 
 #[derive(Default)]
@@ -106,11 +113,13 @@ impl TokenCache {
     ) -> Self {
         let metrics = metrics.provider(&provider.name, grant_name(&provider.grant));
         Self {
-            provider,
-            client,
+            settings: ArcSwap::from_pointee(Settings {
+                provider,
+                client,
+                identity,
+            }),
             store,
             key,
-            identity,
             restored: AtomicBool::new(false),
             current: ArcSwapOption::empty(),
             refresh_token: Mutex::new(None),
@@ -174,8 +183,64 @@ impl TokenCache {
     }
 
     /// The provider settings this cache serves; a reload keeps the cache while they are equal.
-    pub fn identity(&self) -> &str {
-        &self.identity
+    pub fn identity(&self) -> String {
+        self.settings.load().identity.clone()
+    }
+
+    /// The store record this cache reads and writes (provider, account, credential fingerprint).
+    pub fn key(&self) -> &CredentialKey {
+        &self.key
+    }
+
+    /// Takes a reload's settings for the same credential. A changed `scheme` drops the cached
+    /// token, whose `Authorization` value was built with the old one.
+    pub fn update(&self, provider: Arc<ProviderConfig>, client: TokenClient, identity: String) {
+        let scheme_changed = self.settings.load().provider.scheme != provider.scheme;
+        self.settings.store(Arc::new(Settings {
+            provider,
+            client,
+            identity,
+        }));
+        if scheme_changed {
+            self.current.store(None);
+        }
+    }
+
+    /// The newest refresh token, when `provider` starts from the same configured refresh token
+    /// as this cache (the same lineage, whatever else changed).
+    pub fn refresh_token_of_lineage(&self, provider: &ProviderConfig) -> Option<Secret> {
+        let (
+            GrantConfig::RefreshToken {
+                refresh_token: mine,
+                ..
+            },
+            GrantConfig::RefreshToken {
+                refresh_token: theirs,
+                ..
+            },
+        ) = (&self.provider().grant, &provider.grant)
+        else {
+            return None;
+        };
+        if !mine.same_as(theirs) {
+            return None;
+        }
+        self.refresh_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts from `refresh_token` instead of the configured one (see `refresh_token_of_lineage`).
+    pub fn adopt_refresh_token(&self, refresh_token: Secret) {
+        *self
+            .refresh_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(refresh_token);
+    }
+
+    fn provider(&self) -> Arc<ProviderConfig> {
+        Arc::clone(&self.settings.load().provider)
     }
 
     /// The token currently cached, valid or not.
@@ -185,7 +250,7 @@ impl TokenCache {
 
     fn renewal_margin(&self, token: &AccessToken) -> Duration {
         let margin = self
-            .provider
+            .provider()
             .refresh_before
             .unwrap_or_else(|| (token.lifetime / 10).clamp(MIN_DEFAULT_MARGIN, MAX_DEFAULT_MARGIN));
         // A margin near the lifetime would renew almost continuously: keep three quarters of
@@ -269,15 +334,15 @@ impl TokenCache {
     async fn restore(&self) -> Result<Option<AccessToken>, GrantError> {
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
-            Err(error) if self.provider.lockout_sensitive => {
-                tracing::error!(provider = %self.provider.name, %error, "cannot read the token store; no token request for a lockout-sensitive provider without it");
+            Err(error) if self.provider().lockout_sensitive => {
+                tracing::error!(provider = %self.provider().name, %error, "cannot read the token store; no token request for a lockout-sensitive provider without it");
                 self.restored.store(false, Ordering::SeqCst);
                 return Err(GrantError::Transient {
                     reason: "the token store cannot be read".into(),
                 });
             }
             Err(error) => {
-                tracing::warn!(provider = %self.provider.name, %error, "cannot read the token store; requesting a new token");
+                tracing::warn!(provider = %self.provider().name, %error, "cannot read the token store; requesting a new token");
                 None
             }
         };
@@ -298,7 +363,7 @@ impl TokenCache {
         }
         let token = record
             .access_token
-            .and_then(|stored| AccessToken::from_stored(&stored, &self.provider.scheme));
+            .and_then(|stored| AccessToken::from_stored(&stored, &self.provider().scheme));
         Ok(token.filter(|token| token.remaining(Instant::now()) > self.renewal_margin(token)))
     }
 
@@ -333,8 +398,8 @@ impl TokenCache {
         match self.store.save(&self.key, &record).await {
             Ok(()) => Ok(()),
             Err(error) => {
-                tracing::error!(provider = %self.provider.name, %error, "cannot write the token store");
-                if matches!(self.provider.grant, GrantConfig::RefreshToken { .. }) {
+                tracing::error!(provider = %self.provider().name, %error, "cannot write the token store");
+                if matches!(self.provider().grant, GrantConfig::RefreshToken { .. }) {
                     return Err(GrantError::Transient {
                         reason: "the rotated refresh token could not be stored".into(),
                     });
@@ -360,14 +425,13 @@ impl TokenCache {
 
     /// One token request, shaped by the provider's grant.
     async fn request(&self) -> Result<AccessToken, GrantError> {
-        match &self.provider.grant {
+        // One snapshot for the whole request: a reload mid-request changes the next one.
+        let settings = self.settings.load_full();
+        let (provider, client) = (&settings.provider, &settings.client);
+        match &provider.grant {
             GrantConfig::ClientCredentials(endpoint) => {
                 let grant = GrantRequest::ClientCredentials;
-                Ok(self
-                    .client
-                    .request(&self.provider, endpoint, grant)
-                    .await?
-                    .token)
+                Ok(client.request(provider, endpoint, grant).await?.token)
             }
             GrantConfig::RefreshToken {
                 endpoint,
@@ -380,7 +444,7 @@ impl TokenCache {
                     .clone();
                 let current = current.unwrap_or_else(|| seed.clone());
                 let grant = GrantRequest::RefreshToken(&current);
-                let issued = self.client.request(&self.provider, endpoint, grant).await?;
+                let issued = client.request(provider, endpoint, grant).await?;
                 if let Some(rotated) = issued.refresh_token {
                     // The vendor retired `current`: from now on only `rotated` works. `persist`
                     // writes it before the new access token is handed out.
@@ -421,7 +485,7 @@ impl TokenCache {
             (None, None) => (ProviderState::Ok, None, None),
         };
         ProviderStatus {
-            provider: self.provider.name.clone(),
+            provider: self.provider().name.clone(),
             account: None,
             state,
             expires_in,
@@ -445,16 +509,16 @@ impl TokenCache {
                 self.current.store(Some(Arc::clone(token)));
                 state.blocked = None;
                 state.consecutive_failures = 0;
-                tracing::debug!(provider = %self.provider.name, lifetime = ?token.lifetime, "token obtained");
+                tracing::debug!(provider = %self.provider().name, lifetime = ?token.lifetime, "token obtained");
             }
             Err(error @ GrantError::Rejected { .. }) => {
-                tracing::error!(provider = %self.provider.name, %error, "credentials rejected; no further token request until the configuration changes");
+                tracing::error!(provider = %self.provider().name, %error, "credentials rejected; no further token request until the configuration changes");
                 state.blocked = Some(Blocked::Rejected(error.clone()));
             }
             Err(error) => {
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                 let delay = backoff(state.consecutive_failures, error);
-                tracing::warn!(provider = %self.provider.name, %error, retry_in = ?delay, "token request failed");
+                tracing::warn!(provider = %self.provider().name, %error, retry_in = ?delay, "token request failed");
                 state.blocked = Some(Blocked::BackingOff {
                     until: Instant::now()
                         .checked_add(delay)
