@@ -312,9 +312,18 @@ impl Credentials {
     }
 
     /// Forgets `used` for `provider` if it is still cached (the vendor answered 401 to it).
-    pub fn invalidate(&self, provider: &str, used: &Arc<AccessToken>) {
+    /// Returns false when the provider is cooling down after a refused replay (no refresh).
+    pub fn invalidate(&self, provider: &str, used: &Arc<AccessToken>) -> bool {
+        match self.sources.get(provider) {
+            Some(Source::Endpoint(cache)) => cache.invalidate(used),
+            _ => false,
+        }
+    }
+
+    /// A replay with a fresh token was refused too (see [`TokenCache::invalidate`]).
+    pub fn note_replay_failed(&self, provider: &str) {
         if let Some(Source::Endpoint(cache)) = self.sources.get(provider) {
-            cache.invalidate(used);
+            cache.note_replay_failed();
         }
     }
 }

@@ -10,7 +10,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, StoreConfig};
 use crate::metrics::Metrics;
 use crate::state::{SharedState, State, StateError};
 use crate::store::TokenStore;
@@ -92,7 +92,13 @@ impl Reloader {
         if binds(&config) != binds(&running.config) {
             return Err(ReloadError::NeedsRestart("listeners and admin.bind"));
         }
-        if format!("{:?}", config.store) != format!("{:?}", running.config.store) {
+        // Debug hides the key, so compare it apart.
+        let key = |store: &StoreConfig| match store {
+            StoreConfig::File { key, .. } => key.as_ref().map(|k| k.expose().to_owned()),
+        };
+        if format!("{:?}", config.store) != format!("{:?}", running.config.store)
+            || key(&config.store) != key(&running.config.store)
+        {
             return Err(ReloadError::NeedsRestart("store"));
         }
         Ok(State::build_from(

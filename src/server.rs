@@ -25,6 +25,8 @@ use crate::reload::Reloader;
 use crate::state::{SharedState, State, StateError};
 use crate::store::{self, StoreError, TokenStore};
 
+/// A token request's own timeout plus a store write: how long shutdown waits for one in flight.
+const TOKEN_REQUEST_BOUND: Duration = Duration::from_secs(15);
 /// Time a caller has to send its request headers before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -199,7 +201,9 @@ impl Server {
             Err(_) => tracing::warn!(?grace, "closing connections that did not drain"),
         }
         // A renewal started by the last requests finishes, and is stored, before the exit.
-        if tokio::time::timeout(grace, state.credentials.settle())
+        // At least as long as one token request may take, whatever the grace period.
+        let settle_for = grace.max(TOKEN_REQUEST_BOUND);
+        if tokio::time::timeout(settle_for, state.credentials.settle())
             .await
             .is_err()
         {

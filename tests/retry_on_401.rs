@@ -125,3 +125,20 @@ async fn forbidden_and_static_token_401s_pass_through_without_refresh() {
     assert_eq!(response.status(), 401);
     assert_eq!(vendor.stats().api_requests, before + 1);
 }
+
+#[tokio::test]
+async fn a_vendor_refusing_every_token_does_not_cause_a_token_request_per_call() {
+    let vendor = sandbox().await;
+    let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
+    // This path answers 401 whatever the token: a permission problem, not an expired token.
+    for _ in 0..10 {
+        assert_eq!(get(&proxy, "/cross-river/_status/401").await.status(), 401);
+    }
+    // The first call refreshed once and its replay was refused: after that, a cool-down.
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 2);
+    assert_eq!(
+        vendor.stats().api_requests,
+        11,
+        "the first call's replay, then one attempt each"
+    );
+}

@@ -28,6 +28,8 @@ const MAX_DEFAULT_MARGIN: Duration = Duration::from_secs(300);
 /// Backoff after transient failures: first ceiling and largest ceiling (full jitter below it).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// After a replay with a fresh token is refused, 401s stop invalidating tokens for this long.
+pub const REPLAY_COOL_DOWN: Duration = Duration::from_secs(30);
 /// A vendor's `Retry-After` is believed up to this long; beyond it is a bug or an attack.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Even full jitter waits this long, so a failing endpoint sees at most a few requests a second.
@@ -49,6 +51,8 @@ pub struct TokenCache {
     refresh_token: Mutex<Option<Secret>>,
     /// Held only for a few instructions, never across an await.
     flight: Mutex<FlightState>,
+    /// When a replay with a fresh token was last refused (see `invalidate`).
+    replay_failed_at: Mutex<Option<Instant>>,
     metrics: ProviderMetrics,
 }
 
@@ -124,6 +128,7 @@ impl TokenCache {
             current: ArcSwapOption::empty(),
             refresh_token: Mutex::new(None),
             flight: Mutex::new(FlightState::default()),
+            replay_failed_at: Mutex::new(None),
             metrics,
         }
     }
@@ -163,10 +168,30 @@ impl TokenCache {
 
     /// Forgets `used` if it is still the cached token (a vendor answered 401 to it). A newer token,
     /// already fetched by another request's invalidation, stays.
-    pub fn invalidate(&self, used: &Arc<AccessToken>) {
+    ///
+    /// Returns false, and keeps the token, while a replay with a fresh token was also refused
+    /// in the last [`REPLAY_COOL_DOWN`]: a vendor that refuses every token (a permission problem,
+    /// not an expired token) must not turn each request into a token request.
+    pub fn invalidate(&self, used: &Arc<AccessToken>) -> bool {
+        let failed_at = *self
+            .replay_failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if failed_at.is_some_and(|at| at.elapsed() < REPLAY_COOL_DOWN) {
+            return false;
+        }
         let expected = Some(Arc::clone(used));
         self.current
             .compare_and_swap(&expected, None::<Arc<AccessToken>>);
+        true
+    }
+
+    /// A replay with a freshly obtained token got 401 too: start the cool-down.
+    pub fn note_replay_failed(&self) {
+        *self
+            .replay_failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// Resolves when no token request of this cache is in flight (its store write included).

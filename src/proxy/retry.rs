@@ -145,8 +145,12 @@ pub async fn send_with_retry(
     {
         return Ok(response);
     }
-    // The token is suspect either way: the next request should not be sent with it.
-    state.credentials.invalidate(&route.provider, &used);
+    // The token is suspect either way: the next request should not be sent with it. While the
+    // vendor refuses even fresh tokens, 401s pass through without a refresh.
+    if !state.credentials.invalidate(&route.provider, &used) {
+        attempts.retry = RetryOutcome::Failed;
+        return Ok(response);
+    }
     let Some(bytes) = replay else {
         attempts.retry = RetryOutcome::NotReplayable;
         return Ok(response);
@@ -157,7 +161,9 @@ pub async fn send_with_retry(
     attempts.retry = RetryOutcome::Failed;
     let (request, _) = authorized(state, route, &outgoing, RequestBody::Buffered(bytes)).await?;
     let response = send(state, route, request, attempts).await?;
-    if response.status() != StatusCode::UNAUTHORIZED {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.credentials.note_replay_failed(&route.provider);
+    } else {
         attempts.retry = RetryOutcome::Recovered;
     }
     Ok(response)
