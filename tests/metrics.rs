@@ -360,6 +360,26 @@ async fn metrics_answer_in_the_prometheus_text_format() {
     }
 }
 
+#[tokio::test]
+async fn early_renewal_counts_renewals_started_not_lookups() {
+    let vendor = support::sandbox().await;
+    vendor.set_token_ttl(std::time::Duration::from_secs(4));
+    let proxy = TestProxy::start(YAML, &vendor).await;
+    // Through the 1 s renewal window of the first 4 s token, many lookups, one renewal.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vendor.token_requests(CROSS_RIVER_CLIENT_ID) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no renewal");
+        assert_eq!(get(&proxy, "/cross-river/x").await.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(get(&proxy, "/cross-river/x").await.status(), 200);
+    }
+    let scrape = scrape(&proxy).await;
+    let early = [("provider", "cross-river"), ("result", "early_renewal")];
+    assert_eq!(scrape.value("authrelay_token_cache_total", &early), 1.0);
+}
+
 /// `GET /metrics` on the proxy's admin listener, parsed.
 async fn scrape(proxy: &TestProxy) -> Scrape {
     let admin = proxy

@@ -94,14 +94,15 @@ pub enum CacheError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     Hit,
-    /// Served while a background renewal was started.
+    /// Served from the cache, and this lookup started the background renewal.
     EarlyRenewal,
     Miss,
 }
 
 enum Joined {
     Ready(Arc<AccessToken>),
-    Wait(Flight),
+    /// The flight to wait for, and whether this call started it.
+    Wait(Flight, bool),
 }
 
 // === impl TokenCache ===
@@ -153,13 +154,18 @@ impl TokenCache {
             }
             if now < token.expires_at {
                 // Start (or join) a renewal without waiting for it; failures only delay the next one.
-                let _ = self.join_or_start(now);
-                return Ok((token, Lookup::EarlyRenewal));
+                let started = matches!(self.join_or_start(now), Ok(Joined::Wait(_, true)));
+                let lookup = if started {
+                    Lookup::EarlyRenewal
+                } else {
+                    Lookup::Hit
+                };
+                return Ok((token, lookup));
             }
         }
         match self.join_or_start(now)? {
             Joined::Ready(token) => Ok((token, Lookup::Hit)),
-            Joined::Wait(flight) => match flight.await {
+            Joined::Wait(flight, _) => match flight.await {
                 Ok(token) => Ok((token, Lookup::Miss)),
                 Err(_) => Err(self.blocked_error(Instant::now())),
             },
@@ -286,7 +292,7 @@ impl TokenCache {
     fn join_or_start(self: &Arc<Self>, now: Instant) -> Result<Joined, CacheError> {
         let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(flight) = &state.running {
-            return Ok(Joined::Wait(flight.clone()));
+            return Ok(Joined::Wait(flight.clone(), false));
         }
         match &state.blocked {
             Some(Blocked::Rejected(error)) => return Err(CacheError::Rejected(error.clone())),
@@ -333,7 +339,7 @@ impl TokenCache {
         .boxed()
         .shared();
         state.running = Some(flight.clone());
-        Ok(Joined::Wait(flight))
+        Ok(Joined::Wait(flight, true))
     }
 
     /// What a flight does: on the first one, look in the store (a token from before a restart is
