@@ -38,6 +38,9 @@ pub struct CredentialRecord {
     pub refresh_token: Option<Secret>,
     /// Set when the token endpoint refused the secret; blocks retries until cleared.
     pub rejected: Option<Rejection>,
+    /// Token requests of a lockout-sensitive provider sent without a recorded answer (the
+    /// process died, or the answer never came): each may have been a strike at the vendor.
+    pub unconfirmed_attempts: u32,
 }
 
 /// An access token as issued, with the response fields that header templates may use.

@@ -49,6 +49,7 @@ fn full_record() -> CredentialRecord {
             oauth_error: Some("invalid_client".to_owned()),
             at: UNIX_EPOCH + Duration::new(1_800_000_000, 42),
         }),
+        unconfirmed_attempts: 1,
     }
 }
 

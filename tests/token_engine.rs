@@ -225,3 +225,83 @@ async fn a_rotated_refresh_token_survives_sigkill() {
     assert_eq!(stats.refresh_grants, 3);
     assert_eq!(stats.families_revoked, 0);
 }
+
+#[tokio::test]
+async fn a_crash_loop_during_unanswered_token_requests_stops_after_two() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    // A token endpoint that takes every request and never answers, like a hung vendor.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = hole.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                if matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let vendor = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.yaml");
+    let yaml = format!(
+        r#"
+listeners: [{{ bind: "127.0.0.1:0" }}]
+store: {{ kind: file, path: store }}
+providers:
+  cross-river:
+    preset: cross-river
+    token_url: "http://{hole_addr}/connect/token"
+    client_id: cr-demo-client
+    client_secret: cr-demo-secret
+routes:
+  - {{ match: {{ path_prefix: /cr }}, upstream: "{}/cross-river/api", provider: cross-river }}
+"#,
+        vendor.url()
+    );
+    std::fs::write(&config, yaml).unwrap();
+
+    let mut answers = Vec::new();
+    for round in 0..4 {
+        let (mut proxy, addr) = support::spawn_proxy(&config);
+        let request = tokio::spawn(async move {
+            client()
+                .get(format!("http://{addr}/cr/x"))
+                .send()
+                .await
+                .map(|r| r.status())
+        });
+        // Wait for the token request to reach the vendor, or for the proxy to refuse to send it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if requests.load(Ordering::SeqCst) > round || request.is_finished() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: nothing happened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if request.is_finished() {
+            answers.push(request.await.unwrap().unwrap().as_u16());
+        }
+        // The process dies before any answer could be written.
+        proxy.kill().unwrap();
+        proxy.wait().unwrap();
+    }
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        2,
+        "at most two unanswered attempts, ever"
+    );
+    assert_eq!(answers, [503, 503], "later starts refuse at once");
+}

@@ -6,7 +6,7 @@
 //! transient failures back off with full jitter, honouring `Retry-After`.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +28,9 @@ const MAX_DEFAULT_MARGIN: Duration = Duration::from_secs(300);
 /// Backoff after transient failures: first ceiling and largest ceiling (full jitter below it).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Unanswered token requests a lockout-sensitive provider may have outstanding: with Cross
+/// River's three strikes, two unknown outcomes plus one certain answer can never lock.
+const MAX_UNCONFIRMED: u32 = 2;
 /// After a replay with a fresh token is refused, 401s stop invalidating tokens for this long.
 pub const REPLAY_COOL_DOWN: Duration = Duration::from_secs(30);
 /// A vendor's `Retry-After` is believed up to this long; beyond it is a bug or an attack.
@@ -53,6 +56,8 @@ pub struct TokenCache {
     flight: Mutex<FlightState>,
     /// When a replay with a fresh token was last refused (see `invalidate`).
     replay_failed_at: Mutex<Option<Instant>>,
+    /// Token requests sent without a recorded answer (lockout-sensitive providers only).
+    unconfirmed: AtomicU32,
     metrics: ProviderMetrics,
 }
 
@@ -130,6 +135,7 @@ impl TokenCache {
             refresh_token: Mutex::new(None),
             flight: Mutex::new(FlightState::default()),
             replay_failed_at: Mutex::new(None),
+            unconfirmed: AtomicU32::new(0),
             metrics,
         }
     }
@@ -386,6 +392,8 @@ impl TokenCache {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(refresh_token);
         }
+        self.unconfirmed
+            .store(record.unconfirmed_attempts, Ordering::SeqCst);
         if let Some(rejection) = record.rejected {
             return Err(GrantError::Rejected {
                 status: rejection.status,
@@ -406,11 +414,18 @@ impl TokenCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        // Any answer confirms the attempts before it; only a request left unanswered stays counted.
+        let unconfirmed = match result {
+            Err(GrantError::NoAnswer { .. }) => self.unconfirmed.load(Ordering::SeqCst),
+            _ => 0,
+        };
+        self.unconfirmed.store(unconfirmed, Ordering::SeqCst);
         let record = match result {
             Ok(token) => CredentialRecord {
                 access_token: Some(token.to_stored()),
                 refresh_token,
                 rejected: None,
+                unconfirmed_attempts: 0,
             },
             Err(GrantError::Rejected {
                 status,
@@ -423,6 +438,14 @@ impl TokenCache {
                     oauth_error: oauth_error.clone(),
                     at: SystemTime::now(),
                 }),
+                unconfirmed_attempts: 0,
+            },
+            // An answer that was not a rejection clears the count recorded before the request.
+            Err(_) if self.provider().lockout_sensitive => CredentialRecord {
+                access_token: self.current().map(|token| token.to_stored()),
+                refresh_token,
+                rejected: None,
+                unconfirmed_attempts: unconfirmed,
             },
             Err(_) => return Ok(()),
         };
@@ -443,12 +466,15 @@ impl TokenCache {
     /// One token request, counted and timed.
     async fn fetch(&self) -> Result<AccessToken, GrantError> {
         let started = Instant::now();
+        self.record_attempt().await?;
         let result = self.request().await;
         let outcome = match &result {
             Ok(_) => TokenOutcome::Ok,
             Err(GrantError::Rejected { .. }) => TokenOutcome::Rejected,
             Err(GrantError::RateLimited { .. }) => TokenOutcome::RateLimited,
-            Err(GrantError::Transient { .. }) => TokenOutcome::Transient,
+            Err(GrantError::Transient { .. } | GrantError::NoAnswer { .. }) => {
+                TokenOutcome::Transient
+            }
         };
         self.metrics.token_request(outcome, started.elapsed());
         result
@@ -525,8 +551,43 @@ impl TokenCache {
         }
     }
 
+    /// For a lockout-sensitive provider, makes the attempt durable before it is sent, so that a
+    /// crash between the request and its answer is remembered; refuses a request when earlier
+    /// ones were never answered (see [`MAX_UNCONFIRMED`]).
+    async fn record_attempt(&self) -> Result<(), GrantError> {
+        if !self.provider().lockout_sensitive {
+            return Ok(());
+        }
+        let attempts = self.unconfirmed.load(Ordering::SeqCst);
+        if attempts >= MAX_UNCONFIRMED {
+            return Err(GrantError::Rejected {
+                status: 0,
+                oauth_error: Some("unconfirmed_attempts".into()),
+            });
+        }
+        let record = CredentialRecord {
+            access_token: self.current().map(|token| token.to_stored()),
+            refresh_token: self
+                .refresh_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            rejected: None,
+            unconfirmed_attempts: attempts + 1,
+        };
+        if let Err(error) = self.store.save(&self.key, &record).await {
+            tracing::error!(provider = %self.provider().name, %error, "cannot record the token request in the store; not sending it");
+            return Err(GrantError::Transient {
+                reason: "the token store cannot record the attempt".into(),
+            });
+        }
+        self.unconfirmed.store(attempts + 1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Forgets a rejection or a backoff (operator reset): the next caller may try again.
     pub fn unblock(&self) {
+        self.unconfirmed.store(0, Ordering::SeqCst);
         let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
         state.blocked = None;
         state.consecutive_failures = 0;

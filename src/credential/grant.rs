@@ -39,7 +39,7 @@ const REJECTING_CODES: [&str; 5] = [
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GrantError {
     /// The vendor said the credentials are wrong. Retrying could lock the account.
-    #[error("the token endpoint rejected the credentials (HTTP {status}{})", oauth_suffix(.oauth_error))]
+    #[error("{}", rejected_message(*.status, .oauth_error))]
     Rejected {
         status: u16,
         oauth_error: Option<String>,
@@ -50,9 +50,13 @@ pub enum GrantError {
         status: u16,
         retry_after: Option<Duration>,
     },
-    /// 5xx, a timeout, a connection failure, a redirect or an unusable answer: worth another try later.
+    /// 5xx, a connection failure, a redirect or an unusable answer: worth another try later.
     #[error("the token request failed: {reason}")]
     Transient { reason: String },
+    /// The request was sent but no answer came (a timeout, a reset): the vendor may have
+    /// counted it as a strike. Retried like a transient failure, but counted as unconfirmed.
+    #[error("the token request got no answer: {reason}")]
+    NoAnswer { reason: String },
 }
 
 /// The outbound HTTP client for a provider's token endpoint.
@@ -242,20 +246,37 @@ fn oauth_error_code(body: &[u8]) -> Option<String> {
     plausible.then(|| code.to_string())
 }
 
+fn rejected_message(status: u16, code: &Option<String>) -> String {
+    // Status 0: no vendor answer, but earlier requests went unanswered (see the token cache).
+    if status == 0 {
+        return "earlier token requests got no answer and may each have counted as a rejected \
+                secret at the vendor; not retried until an operator resets the provider"
+            .to_string();
+    }
+    format!(
+        "the token endpoint rejected the credentials (HTTP {status}{})",
+        oauth_suffix(code)
+    )
+}
+
 fn oauth_suffix(code: &Option<String>) -> String {
     code.as_ref().map(|c| format!(", {c}")).unwrap_or_default()
 }
 
 fn transport_error(error: reqwest::Error) -> GrantError {
     // reqwest's Display names the URL, never the body; strip the URL anyway (it may carry a query).
+    if error.is_connect() {
+        // Nothing was sent: certainly not a strike.
+        return GrantError::Transient {
+            reason: "cannot connect to the token endpoint".to_string(),
+        };
+    }
     let reason = if error.is_timeout() {
         "the token endpoint timed out".to_string()
-    } else if error.is_connect() {
-        "cannot connect to the token endpoint".to_string()
     } else {
         format!("{}", error.without_url())
     };
-    GrantError::Transient { reason }
+    GrantError::NoAnswer { reason }
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 section 10.2.3).

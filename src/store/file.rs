@@ -184,7 +184,10 @@ impl TokenStore for FileStore {
                         key,
                         mut record,
                     } = stored;
-                    if key.provider == provider && record.rejected.take().is_some() {
+                    let blocked = record.rejected.is_some() || record.unconfirmed_attempts > 0;
+                    if key.provider == provider && blocked {
+                        record.rejected = None;
+                        record.unconfirmed_attempts = 0;
                         let sealed = seal_record(&open_db.sealing_key, &key, &record)
                             .map_err(|err| open_db.record_error(err))?;
                         resealed.push((name, sealed));

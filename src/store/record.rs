@@ -37,6 +37,8 @@ struct RecordFile {
     access_token: Option<TokenFile>,
     refresh_token: Option<String>,
     rejected: Option<RejectionFile>,
+    #[serde(default)]
+    unconfirmed_attempts: u32,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -107,6 +109,7 @@ pub(super) fn seal_record(
             oauth_error: rejection.oauth_error.clone(),
             at: since_epoch(rejection.at),
         }),
+        unconfirmed_attempts: record.unconfirmed_attempts,
     };
     // Sized generously up front: a reallocation would leave a plaintext copy in freed memory.
     let token_len = record.access_token.as_ref().map_or(0, |token| {
@@ -162,6 +165,7 @@ pub(super) fn open_record(
             oauth_error: rejection.oauth_error,
             at: UNIX_EPOCH + rejection.at,
         }),
+        unconfirmed_attempts: file.unconfirmed_attempts,
     };
     Ok((key, record))
 }
