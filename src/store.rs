@@ -41,6 +41,10 @@ pub struct CredentialRecord {
     /// Token requests of a lockout-sensitive provider sent without a recorded answer (the
     /// process died, or the answer never came): each may have been a strike at the vendor.
     pub unconfirmed_attempts: u32,
+    /// For refresh-token grants, names the chain of refresh tokens this record's belongs to
+    /// (the configured one it started from), so a record written under other credential settings
+    /// can hand over the newest refresh token.
+    pub lineage: Option<String>,
 }
 
 /// An access token as issued, with the response fields that header templates may use.

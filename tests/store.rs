@@ -50,6 +50,7 @@ fn full_record() -> CredentialRecord {
             at: UNIX_EPOCH + Duration::new(1_800_000_000, 42),
         }),
         unconfirmed_attempts: 1,
+        lineage: Some("chain-1".to_owned()),
     }
 }
 

@@ -305,3 +305,26 @@ routes:
     );
     assert_eq!(answers, [503, 503], "later starts refuse at once");
 }
+
+#[tokio::test]
+async fn a_restart_with_new_credential_settings_keeps_the_newest_refresh_token() {
+    let vendor = sandbox().await;
+    let store = tempfile::tempdir().unwrap();
+    let yaml = crossbeam_yaml(&vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID));
+    let proxy = TestProxy::start_with_store(&yaml, &vendor, store.path()).await;
+    assert_eq!(get(&proxy, "/crossbeam/v1/partners").await.status(), 200);
+    proxy.shutdown().await;
+    // Restart with other credential settings (scopes are in the fingerprint): no stored token
+    // for them, so a refresh, which must use the newest refresh token, not the configured one
+    // that the vendor retired at the first rotation.
+    let changed = yaml.replace(
+        "    grant: refresh_token",
+        "    grant: refresh_token\n    scopes: [openid, offline_access]",
+    );
+    let proxy = TestProxy::start_with_store(&changed, &vendor, store.path()).await;
+    assert_eq!(get(&proxy, "/crossbeam/v1/partners").await.status(), 200);
+    proxy.shutdown().await;
+    let stats = vendor.stats().clients[CROSSBEAM_CLIENT_ID].clone();
+    assert_eq!(stats.refresh_grants, 2);
+    assert_eq!(stats.families_revoked, 0);
+}

@@ -47,6 +47,8 @@ pub struct TokenCache {
     settings: ArcSwap<Settings>,
     store: Arc<dyn TokenStore>,
     key: CredentialKey,
+    /// For refresh-token grants: a digest of the configured refresh token (see `CredentialRecord`).
+    lineage: Option<String>,
     /// Set once the first flight has read the store (a stored token, refresh token, rejection).
     restored: AtomicBool,
     current: ArcSwapOption<AccessToken>,
@@ -122,7 +124,22 @@ impl TokenCache {
         metrics: &Metrics,
     ) -> Self {
         let metrics = metrics.provider(&provider.name, grant_name(&provider.grant));
+        let lineage = match &provider.grant {
+            GrantConfig::RefreshToken { refresh_token, .. } => {
+                let material = format!("{}\n{}", provider.name, refresh_token.expose());
+                let digest =
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material.as_bytes());
+                Some(
+                    digest.as_ref()[..16]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
         Self {
+            lineage,
             settings: ArcSwap::from_pointee(Settings {
                 provider,
                 client,
@@ -383,6 +400,12 @@ impl TokenCache {
                 None
             }
         };
+        let has_refresh_token = record.as_ref().is_some_and(|r| r.refresh_token.is_some());
+        if !has_refresh_token && let Some(newest) = self.newest_refresh_token_of_lineage().await {
+            // Other credential settings wrote the newest refresh token of this chain; the
+            // configured one was retired by the vendor at the first rotation.
+            self.adopt_refresh_token(newest);
+        }
         let Some(record) = record else {
             return Ok(None);
         };
@@ -406,6 +429,31 @@ impl TokenCache {
         Ok(token.filter(|token| token.remaining(Instant::now()) > self.renewal_margin(token)))
     }
 
+    /// The refresh token of the most recently issued record of the same provider, account and
+    /// lineage, under any credential fingerprint.
+    async fn newest_refresh_token_of_lineage(&self) -> Option<Secret> {
+        let lineage = self.lineage.as_ref()?;
+        let records = self.store.list().await.ok()?;
+        records
+            .into_iter()
+            .filter(|(key, record)| {
+                key.provider == self.key.provider
+                    && key.account == self.key.account
+                    && record.lineage.as_ref() == Some(lineage)
+            })
+            .filter_map(|(_, record)| {
+                let issued = record.access_token.as_ref().map(|token| {
+                    token
+                        .expires_at
+                        .checked_sub(token.lifetime)
+                        .unwrap_or(token.expires_at)
+                });
+                Some((issued, record.refresh_token?))
+            })
+            .max_by_key(|(issued, _)| *issued)
+            .map(|(_, refresh_token)| refresh_token)
+    }
+
     /// Writes the outcome of a token request. A rotated refresh token that cannot be written is
     /// an error: using its access token would leave only a retired refresh token on disk.
     async fn persist(&self, result: &Result<AccessToken, GrantError>) -> Result<(), GrantError> {
@@ -426,6 +474,7 @@ impl TokenCache {
                 refresh_token,
                 rejected: None,
                 unconfirmed_attempts: 0,
+                lineage: self.lineage.clone(),
             },
             Err(GrantError::Rejected {
                 status,
@@ -439,6 +488,7 @@ impl TokenCache {
                     at: SystemTime::now(),
                 }),
                 unconfirmed_attempts: 0,
+                lineage: self.lineage.clone(),
             },
             // An answer that was not a rejection clears the count recorded before the request.
             Err(_) if self.provider().lockout_sensitive => CredentialRecord {
@@ -446,6 +496,7 @@ impl TokenCache {
                 refresh_token,
                 rejected: None,
                 unconfirmed_attempts: unconfirmed,
+                lineage: self.lineage.clone(),
             },
             Err(_) => return Ok(()),
         };
@@ -574,6 +625,7 @@ impl TokenCache {
                 .clone(),
             rejected: None,
             unconfirmed_attempts: attempts + 1,
+            lineage: self.lineage.clone(),
         };
         if let Err(error) = self.store.save(&self.key, &record).await {
             tracing::error!(provider = %self.provider().name, %error, "cannot record the token request in the store; not sending it");

@@ -39,6 +39,8 @@ struct RecordFile {
     rejected: Option<RejectionFile>,
     #[serde(default)]
     unconfirmed_attempts: u32,
+    #[serde(default)]
+    lineage: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -110,6 +112,7 @@ pub(super) fn seal_record(
             at: since_epoch(rejection.at),
         }),
         unconfirmed_attempts: record.unconfirmed_attempts,
+        lineage: record.lineage.clone(),
     };
     // Sized generously up front: a reallocation would leave a plaintext copy in freed memory.
     let token_len = record.access_token.as_ref().map_or(0, |token| {
@@ -166,6 +169,7 @@ pub(super) fn open_record(
             at: UNIX_EPOCH + rejection.at,
         }),
         unconfirmed_attempts: file.unconfirmed_attempts,
+        lineage: file.lineage.take(),
     };
     Ok((key, record))
 }
