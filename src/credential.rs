@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 
 use crate::config::{Config, GrantConfig, ProviderConfig, RouteConfig};
 use crate::metrics::Metrics;
+use crate::secret::digest_name;
 use crate::store::{CredentialKey, StoreError, TokenStore};
 use crate::trust;
 
@@ -102,12 +103,7 @@ fn token_client(
 /// setting (scheme, lifetimes, trusted roots...). Equal identities across a reload keep the cache.
 fn identity(provider: &ProviderConfig) -> String {
     // Debug shows secrets as [redacted]; the fingerprint covers them.
-    let settings = format!("{provider:?}");
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, settings.as_bytes());
-    let settings: String = digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let settings = digest_name(format!("{provider:?}").as_bytes());
     format!("{}:{settings}", fingerprint(provider))
 }
 
@@ -142,12 +138,9 @@ fn fingerprint(provider: &ProviderConfig) -> String {
         }
     }
     add(seed.map_or("", |s| s.expose()));
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &material);
+    let name = digest_name(&material);
     material.zeroize();
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    name
 }
 
 impl Credentials {

@@ -22,14 +22,33 @@ impl Secret {
         self.0.expose_secret()
     }
 
-    /// True when two secrets hold the same text, compared without an early exit.
+    /// True when two secrets hold the same text. SHA-256 digests are compared without an early
+    /// exit, so neither the position of a difference nor the lengths show in the timing.
     pub fn same_as(&self, other: &Secret) -> bool {
-        let (a, b) = (self.expose().as_bytes(), other.expose().as_bytes());
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        same_text(self.expose(), other.expose())
     }
+}
+
+/// Compares a presented value (a caller's or operator's token) with a secret in constant time.
+pub fn same_text(a: &str, b: &str) -> bool {
+    let digest =
+        |text: &str| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let (a, b) = (digest(a), digest(b));
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// The first 16 bytes of the SHA-256 of `material`, in hex: a name for settings that may hold
+/// secrets (fingerprints, lineages), safe to store and compare.
+pub fn digest_name(material: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material);
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl std::fmt::Debug for Secret {

@@ -19,7 +19,7 @@ use super::status::{ProviderState, ProviderStatus};
 use super::token::AccessToken;
 use crate::config::{GrantConfig, ProviderConfig};
 use crate::metrics::{Metrics, ProviderMetrics, TokenOutcome};
-use crate::secret::Secret;
+use crate::secret::{Secret, digest_name};
 use crate::store::{CredentialKey, CredentialRecord, Rejection, TokenStore};
 
 /// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
@@ -126,15 +126,12 @@ impl TokenCache {
         let metrics = metrics.provider(&provider.name, grant_name(&provider.grant));
         let lineage = match &provider.grant {
             GrantConfig::RefreshToken { refresh_token, .. } => {
-                let material = format!("{}\n{}", provider.name, refresh_token.expose());
-                let digest =
-                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material.as_bytes());
-                Some(
-                    digest.as_ref()[..16]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect(),
-                )
+                let material = zeroize::Zeroizing::new(format!(
+                    "{}\n{}",
+                    provider.name,
+                    refresh_token.expose()
+                ));
+                Some(digest_name(material.as_bytes()))
             }
             _ => None,
         };

@@ -218,13 +218,11 @@ fn classify(
                 "the token endpoint answered a redirect (HTTP {status}), which is never followed"
             ),
         }),
-        // Any 4xx but 429 says the request itself is wrong: with the same secret it would fail
-        // again, and each attempt counts toward a vendor lock-out.
         429 => Err(GrantError::RateLimited {
             status: 429,
             retry_after,
         }),
-        400..=499 => Err(GrantError::Rejected {
+        _ if rejects_credentials(status) => Err(GrantError::Rejected {
             status: status.as_u16(),
             oauth_error: oauth_error_code(body),
         }),
