@@ -6,6 +6,7 @@
 mod effective;
 mod error;
 mod file;
+mod listener;
 mod presets;
 mod validate;
 
@@ -23,6 +24,9 @@ use rustls_pki_types::CertificateDer;
 use crate::secret::Secret;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use listener::{
+    CallerConfig, CallerCredential, CertSubject, Limits, ListenerConfig, ListenerTls,
+};
 pub use presets::PRESET_NAMES;
 
 /// The whole configuration of one authrelay process.
@@ -32,6 +36,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The admin listener (`/healthz`, `/readyz`); absent when not configured.
     pub admin: Option<AdminConfig>,
+    /// Who may call through the listeners; empty means callers are not identified.
+    pub callers: Vec<CallerConfig>,
     /// Providers by name.
     pub providers: BTreeMap<String, Arc<ProviderConfig>>,
     /// Routes in file order; matching picks the most specific, not the first.
@@ -52,12 +58,6 @@ pub enum StoreConfig {
         /// 32-byte AEAD key; `None` means a key file generated in `path` (mode 0600).
         key: Option<Secret>,
     },
-}
-
-/// One listener for callers.
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    pub bind: SocketAddr,
 }
 
 /// The admin listener.
@@ -153,8 +153,10 @@ pub struct RouteConfig {
     pub provider: String,
     /// Headers injected after the proxy's own hop-by-hop stripping, in file order.
     pub headers: Vec<(HeaderName, HeaderTemplate)>,
-    /// Largest request body accepted (413 past it); `None` means no limit.
-    pub max_body: Option<u64>,
+    /// Caller names allowed on this route; `None` lets every caller the listener admits.
+    pub callers: Option<Vec<String>>,
+    /// Largest request body accepted (413 past it).
+    pub max_body: u64,
     /// Bodies up to this size are buffered so a request can be replayed after a 401.
     pub max_replay_body: u64,
     /// Time allowed for the upstream's response headers (504 past it).

@@ -43,6 +43,7 @@ pub struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     relay_errors: IntCounterVec,
+    caller_requests: IntCounterVec,
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
     provider_state: IntGaugeVec,
@@ -89,6 +90,7 @@ pub struct RouteMetrics {
 pub struct ProxyMetrics {
     routes: HashMap<String, RouteMetrics>,
     relay_errors: IntCounterVec,
+    caller_requests: IntCounterVec,
 }
 
 /// What a scrape shows of one provider (later: one provider and account).
@@ -164,6 +166,11 @@ impl Metrics {
                 "Answers authrelay made itself, by X-Relay-Error code.",
                 &[CODE],
             )?,
+            caller_requests: counter(
+                CALLER_REQUESTS_TOTAL,
+                "Requests answered, by caller, route and status class of the answer.",
+                &[CALLER, ROUTE, STATUS_CLASS],
+            )?,
             config_reloads: counter(
                 CONFIG_RELOADS_TOTAL,
                 "Configuration reloads by outcome.",
@@ -203,7 +210,7 @@ impl Metrics {
     }
 
     fn register_all(&self) -> Result<(), MetricsError> {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(self.token_requests.clone()),
             Box::new(self.token_request_duration.clone()),
             Box::new(self.token_cache.clone()),
@@ -212,6 +219,7 @@ impl Metrics {
             Box::new(self.upstream_requests.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.relay_errors.clone()),
+            Box::new(self.caller_requests.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.config_last_reload_success.clone()),
             Box::new(self.provider_state.clone()),
@@ -256,6 +264,7 @@ impl Metrics {
         ProxyMetrics {
             routes,
             relay_errors: self.relay_errors.clone(),
+            caller_requests: self.caller_requests.clone(),
         }
     }
 
@@ -397,6 +406,15 @@ impl ProxyMetrics {
     /// An answer authrelay made itself, by its `X-Relay-Error` code (a fixed set).
     pub fn relay_error(&self, code: &'static str) {
         self.relay_errors.with_label_values(&[code]).inc();
+    }
+
+    /// One answered request, by caller (a config name or [`names::CALLER_ANONYMOUS`] /
+    /// [`names::CALLER_UNKNOWN`]), route (or [`names::NO_ROUTE`]) and status class.
+    pub fn caller_request(&self, caller: &str, route: &str, status: StatusCode) {
+        let class = names::STATUS_CLASSES[usize::from(status.as_u16() / 100).clamp(1, 5) - 1];
+        self.caller_requests
+            .with_label_values(&[caller, route, class])
+            .inc();
     }
 }
 

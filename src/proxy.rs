@@ -2,7 +2,9 @@
 //! route -> credential -> upstream -> response (or [`ProxyError::into_response`]).
 
 mod access;
+mod deadline;
 mod error;
+mod gate;
 mod retry;
 
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use http::header::{
     AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
+    PROXY_AUTHORIZATION,
 };
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
@@ -17,12 +20,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::config::RouteConfig;
+use crate::config::{CertSubject, Limits, RouteConfig};
 use crate::route::{RouteRequest, normalize_path, request_host, upstream_path_and_query};
+use crate::server::HeadWatch;
 use crate::state::{SharedState, State};
 use crate::upstream::{ProxyBody, strip_hop_by_hop};
 
 pub use error::{ProxyError, RELAY_ERROR_HEADER};
+pub use gate::Caller;
 pub use retry::RetryOutcome;
 
 use retry::{Attempts, Outgoing, RequestBody, send_with_retry};
@@ -57,11 +62,17 @@ pub struct Proxy {
 }
 
 /// What the listener knows about the caller's connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// Index of the listener in the config.
+    pub listener: usize,
     /// `http` or `https`: how the caller reached authrelay.
     pub scheme: &'static str,
+    /// Subject of the client certificate a `client_ca` listener verified.
+    pub subject: Option<Arc<CertSubject>>,
+    /// What the connection's head sniffer saw of the request head.
+    pub head: Arc<HeadWatch>,
 }
 
 // === impl Proxy ===
@@ -72,19 +83,32 @@ impl Proxy {
     }
 
     /// Answers one caller request; never fails (errors become authrelay's own responses).
-    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         // In-flight requests finish on the state they started with, whatever a reload does.
         let state = self.state.load_full();
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         let mut attempts = Attempts::default();
-        let (route, result) = match match_route(&state, &parts) {
-            Ok((route, path)) => {
-                let result = forward(&state, &route, &path, parts, body, peer, &mut attempts).await;
-                (Some(route), result)
-            }
+        let mut caller = None;
+        let (route, result) = match gate::admit(&state, &parts, peer) {
             Err(error) => (None, Err(error)),
+            Ok(admitted) => {
+                caller = admitted;
+                match match_route(&state, &parts) {
+                    Ok((route, path)) => {
+                        let result = match gate::allowed(&route, &caller) {
+                            Ok(()) => {
+                                let request = Inbound { parts, body, path };
+                                forward(&state, &route, request, peer, &mut attempts).await
+                            }
+                            Err(error) => Err(error),
+                        };
+                        (Some(route), result)
+                    }
+                    Err(error) => (None, Err(error)),
+                }
+            }
         };
         let (response, relay_error) = match result {
             Ok(response) => (response, None),
@@ -95,16 +119,15 @@ impl Proxy {
                 (error.into_response(), Some(code))
             }
         };
-        let route = route.as_deref();
-        access::record(
-            &state,
-            route,
-            &method,
-            &attempts,
-            &response,
+        let outcome = access::Outcome {
+            route: route.as_deref(),
+            caller: caller.as_deref(),
+            method: &method,
+            attempts: &attempts,
             relay_error,
             started,
-        );
+        };
+        access::record(&state, outcome, &response);
         response
     }
 }
@@ -129,22 +152,39 @@ fn match_route(state: &State, parts: &Parts) -> Result<(Arc<RouteConfig>, String
     Ok((Arc::clone(route), path))
 }
 
+/// A routed request: its head, its body still unread, and the normalized path.
+struct Inbound {
+    parts: Parts,
+    body: Incoming,
+    path: String,
+}
+
 /// Steps 2 to 4: credentials, upstream, response.
 async fn forward(
     state: &State,
     route: &RouteConfig,
-    path: &str,
-    mut parts: Parts,
-    body: Incoming,
-    peer: Peer,
+    request: Inbound,
+    peer: &Peer,
     attempts: &mut Attempts,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if declared_length(&parts.headers)
-        .is_some_and(|length| route.max_body.is_some_and(|max| length > max))
-    {
+    let Inbound {
+        mut parts,
+        body,
+        path,
+    } = request;
+    gate::check_underscores(&parts.headers, route, &CALLER_MAY_NOT_SET)?;
+    if declared_length(&parts.headers).is_some_and(|length| length > route.max_body) {
         return Err(ProxyError::BodyTooLarge);
     }
-    let upstream_uri = upstream_uri(route, path, parts.uri.query())?;
+    let body_deadline = Instant::now()
+        + state
+            .config
+            .listeners
+            .get(peer.listener)
+            .map_or(Limits::DEFAULT.body_read_timeout, |l| {
+                l.limits.body_read_timeout
+            });
+    let upstream_uri = upstream_uri(route, &path, parts.uri.query())?;
     let host_header = parts
         .headers
         .get(HOST)
@@ -152,13 +192,19 @@ async fn forward(
     let original_host = host_header
         .map(str::to_owned)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-    rewrite_headers(&mut parts.headers, peer, original_host.as_deref());
+    rewrite_headers(&mut parts.headers, route, peer, original_host.as_deref());
 
     // 2 and 3. Credentials (injected after the caller's hop-by-hop headers were stripped), then
     // the upstream, with one replay after a 401 when the body could be kept.
     let replay_wanted = state.credentials.can_refresh(&route.provider);
-    let body =
-        RequestBody::prepare(body, replay_wanted, route.max_replay_body, route.max_body).await?;
+    let body = RequestBody::prepare(
+        body,
+        replay_wanted,
+        route.max_replay_body,
+        route.max_body,
+        body_deadline,
+    )
+    .await?;
     let outgoing = Outgoing {
         method: parts.method,
         uri: upstream_uri,
@@ -196,12 +242,21 @@ fn upstream_uri(route: &RouteConfig, path: &str, query: Option<&str>) -> Result<
 
 /// Drops what belongs to the caller's hop or is the proxy's to say, then states where the
 /// request came from. `Host` is left to the client, which sets it from the upstream URI.
-fn rewrite_headers(headers: &mut HeaderMap, peer: Peer, original_host: Option<&str>) {
+fn rewrite_headers(
+    headers: &mut HeaderMap,
+    route: &RouteConfig,
+    peer: &Peer,
+    original_host: Option<&str>,
+) {
     strip_hop_by_hop(headers);
-    for name in [AUTHORIZATION, HOST] {
+    for name in [AUTHORIZATION, PROXY_AUTHORIZATION, HOST] {
         headers.remove(name);
     }
     for name in &CALLER_MAY_NOT_SET {
+        headers.remove(name);
+    }
+    // The route's own headers are set after the credential; a caller's copy never survives.
+    for (name, _) in &route.headers {
         headers.remove(name);
     }
     join_cookies(headers);

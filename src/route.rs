@@ -68,6 +68,17 @@ impl RouteTable {
             .map(|(_, route)| route)
             .ok_or(NoRoute::NotFound)
     }
+
+    /// True when some route names `host` in its match: a request for it is meant for us.
+    pub fn names_host(&self, host: &str) -> bool {
+        self.routes.iter().any(|route| {
+            route
+                .matcher
+                .host
+                .as_deref()
+                .is_some_and(|want| want.eq_ignore_ascii_case(host))
+        })
+    }
 }
 
 fn matches(route: &RouteConfig, request: &RouteRequest<'_>) -> bool {

@@ -24,7 +24,8 @@ fn route(
         },
         provider: "p".into(),
         headers: Vec::new(),
-        max_body: None,
+        callers: None,
+        max_body: 10 << 20,
         max_replay_body: 1024 * 1024,
         timeout: Duration::from_secs(30),
     }

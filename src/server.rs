@@ -1,7 +1,10 @@
-//! Listeners and connections: TCP accept -> hyper-util auto builder (HTTP/1.1 and h2c) -> Proxy.
-//! A task per connection; on shutdown, accepting stops and open connections drain.
+//! Listeners and connections: TCP accept -> (TLS) -> hyper-util auto builder (HTTP/1.1 and
+//! HTTP/2) -> Proxy. A task per connection; on shutdown, accepting stops and open connections
+//! drain.
 
 mod admin;
+mod connection;
+mod sniff;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,25 +13,37 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::Config;
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::caller::certificate_subject;
+use crate::config::{CallerCredential, CertSubject, Config, Limits};
 use crate::metrics::{Metrics, MetricsError, Registry};
 use crate::proxy::{Peer, Proxy};
 use crate::reload::Reloader;
 use crate::state::{SharedState, State, StateError};
+use connection::{Activity, Lifecycle};
+use sniff::Sniffed;
+
 use crate::store::{self, StoreError, TokenStore};
+use crate::upstream::ProxyBody;
+pub use sniff::HeadWatch;
 
 /// A token request's own timeout plus a store write: how long shutdown waits for one in flight.
 const TOKEN_REQUEST_BOUND: Duration = Duration::from_secs(15);
-/// Time a caller has to send its request headers before the connection is closed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `X-Relay-Error` code of a connection refused at `max_connections`.
+const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+/// Sent on a plain listener at `max_connections`, before closing: clearer than a reset.
+const TOO_MANY_CONNECTIONS_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nx-relay-error: too_many_connections\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// A configuration with every listener bound, ready to serve.
 pub struct Server {
@@ -75,6 +90,7 @@ impl Server {
         registry: Registry,
     ) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::new(registry)?);
+        warn_about_clear_text_keys(&config);
         let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
         let admin_bind = config.admin.as_ref().map(|admin| admin.bind);
         // Opening authenticates every record: blocking work, off the async threads.
@@ -138,30 +154,24 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting and drains open connections.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let graceful = Arc::new(GracefulShutdown::new());
+        let lifecycle = Lifecycle::default();
+        let connections = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(Arc::clone(&self.state));
         let mut accept_loops = Vec::new();
-        for listener in self.listeners {
-            let proxy = proxy.clone();
-            let service = move |peer: SocketAddr| {
-                let proxy = proxy.clone();
-                service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move {
-                        let peer = Peer {
-                            addr: peer,
-                            scheme: "http",
-                        };
-                        Ok::<_, Infallible>(proxy.handle(request, peer).await)
-                    }
-                })
+        for (index, listener) in self.listeners.into_iter().enumerate() {
+            let front = Front {
+                index,
+                state: Arc::clone(&self.state),
+                proxy: proxy.clone(),
+                open: Arc::new(AtomicUsize::new(0)),
+                lifecycle: lifecycle.clone(),
             };
             accept_loops.push(tokio::spawn(accept_loop(
                 listener,
-                service,
-                Arc::clone(&graceful),
                 stop.clone(),
+                connections.clone(),
+                move |stream, addr| front.clone().connection(stream, addr),
             )));
         }
         if let Some(listener) = self.admin {
@@ -170,18 +180,24 @@ impl Server {
                 Arc::clone(&self.store),
                 Arc::clone(&self.metrics),
             );
-            let service = move |_peer: SocketAddr| {
-                let admin = admin.clone();
-                service_fn(move |request| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
-                })
-            };
+            let lifecycle = lifecycle.clone();
             accept_loops.push(tokio::spawn(accept_loop(
                 listener,
-                service,
-                Arc::clone(&graceful),
                 stop.clone(),
+                connections.clone(),
+                move |stream, _addr| {
+                    let admin = admin.clone();
+                    let lifecycle = lifecycle.clone();
+                    async move {
+                        let service = service_fn(move |request| {
+                            let admin = admin.clone();
+                            async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                        });
+                        let activity = Activity::new();
+                        connection::serve(stream, service, &Limits::DEFAULT, &activity, &lifecycle)
+                            .await;
+                    }
+                },
             )));
         }
         tracing::info!("serving");
@@ -190,15 +206,16 @@ impl Server {
         for accept_loop in accept_loops {
             let _ = accept_loop.await;
         }
-        // Every accept loop has ended, so this is the last reference.
-        let Ok(graceful) = Arc::try_unwrap(graceful) else {
-            return;
-        };
+        lifecycle.drain.cancel();
+        connections.close();
         let state = self.state.load_full();
         let grace = state.config.shutdown_grace;
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        match tokio::time::timeout(grace, connections.wait()).await {
             Ok(()) => tracing::info!("all connections drained"),
-            Err(_) => tracing::warn!(?grace, "closing connections that did not drain"),
+            Err(_) => {
+                tracing::warn!(?grace, "closing connections that did not drain");
+                lifecycle.abort.cancel();
+            }
         }
         // A renewal started by the last requests finishes, and is stored, before the exit.
         // At least as long as one token request may take, whatever the grace period.
@@ -212,6 +229,135 @@ impl Server {
     }
 }
 
+/// One caller listener: the index of its config, and its open connections.
+#[derive(Clone)]
+struct Front {
+    index: usize,
+    state: SharedState,
+    proxy: Proxy,
+    open: Arc<AtomicUsize>,
+    lifecycle: Lifecycle,
+}
+
+/// Counts a connection as open until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Front {
+    /// One caller connection, under the listener's current settings: a reload changes limits,
+    /// certificates and callers for the connections that follow.
+    async fn connection(self, stream: TcpStream, addr: SocketAddr) {
+        let state = self.state.load_full();
+        let Some(listener) = state.config.listeners.get(self.index) else {
+            return;
+        };
+        let limits = listener.limits.clone();
+        let tls = listener
+            .tls
+            .as_ref()
+            .map(|tls| Arc::clone(&tls.server_config));
+        drop(state);
+
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let _open = OpenConnection(Arc::clone(&self.open));
+        if open > limits.max_connections {
+            self.state.load().metrics.relay_error(TOO_MANY_CONNECTIONS);
+            if tls.is_none() {
+                let mut stream = stream;
+                let _ = stream.write_all(TOO_MANY_CONNECTIONS_RESPONSE).await;
+                let _ = stream.shutdown().await;
+            }
+            return;
+        }
+        let activity = Activity::new();
+        match tls {
+            None => {
+                let (io, head) = Sniffed::new(stream);
+                let service = self.service(addr, "http", None, head, &activity);
+                connection::serve(io, service, &limits, &activity, &self.lifecycle).await;
+            }
+            Some(server_config) => {
+                let handshake = TlsAcceptor::from(server_config).accept(stream);
+                let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(peer = %addr, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let subject = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| certificate_subject(cert))
+                    .map(Arc::new);
+                let (io, head) = Sniffed::new(stream);
+                let service = self.service(addr, "https", subject, head, &activity);
+                connection::serve(io, service, &limits, &activity, &self.lifecycle).await;
+            }
+        }
+    }
+
+    fn service(
+        &self,
+        addr: SocketAddr,
+        scheme: &'static str,
+        subject: Option<Arc<CertSubject>>,
+        head: Arc<HeadWatch>,
+        activity: &Arc<Activity>,
+    ) -> impl Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + use<>,
+    > + Send
+    + use<> {
+        let peer = Peer {
+            addr,
+            listener: self.index,
+            scheme,
+            subject,
+            head,
+        };
+        let proxy = self.proxy.clone();
+        let activity = Arc::clone(activity);
+        service_fn(move |request| {
+            let proxy = proxy.clone();
+            let peer = peer.clone();
+            let in_flight = activity.begin();
+            async move {
+                let response = proxy.handle(request, &peer).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    }
+}
+
+/// API keys sent over plain HTTP across a network can be read by anyone on the path.
+fn warn_about_clear_text_keys(config: &Config) {
+    let api_keys = config
+        .callers
+        .iter()
+        .any(|caller| matches!(caller.credential, CallerCredential::ApiKey(_)));
+    for listener in &config.listeners {
+        if api_keys && listener.tls.is_none() && !listener.is_loopback() {
+            tracing::warn!(bind = %listener.bind, "callers' API keys reach this plain-HTTP listener in clear text; give it `tls`");
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -219,27 +365,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Accepts connections until `stop`, serving each on its own task.
-async fn accept_loop<S, F>(
+async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    make_service: F,
-    graceful: Arc<GracefulShutdown>,
     stop: CancellationToken,
+    connections: TaskTracker,
+    serve: F,
 ) where
-    F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::upstream::ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -254,14 +388,6 @@ async fn accept_loop<S, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = make_service(peer);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+        connections.spawn(serve(stream, peer));
     }
 }

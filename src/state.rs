@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::caller::CallerTable;
 use crate::config::Config;
 use crate::credential::{CredentialSetupError, Credentials};
 use crate::metrics::{Metrics, ProxyMetrics};
@@ -16,6 +17,7 @@ use crate::upstream::Upstream;
 pub struct State {
     pub config: Arc<Config>,
     pub routes: RouteTable,
+    pub callers: CallerTable,
     pub credentials: Credentials,
     pub upstream: Upstream,
     /// The request path's metric handles, resolved once per route.
@@ -59,10 +61,12 @@ impl State {
             Credentials::build(&config, store, previous.map(|p| &p.credentials), metrics)?;
         let upstream = Upstream::build(&config, previous.map(|p| &p.upstream))?;
         let routes = RouteTable::new(config.routes.iter().cloned());
+        let callers = CallerTable::new(&config.callers);
         let metrics = metrics.proxy(config.routes.iter().map(|route| route.name.as_str()));
         Ok(State {
             config: Arc::new(config),
             routes,
+            callers,
             credentials,
             upstream,
             metrics,

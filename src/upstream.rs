@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+
+use http_body_util::LengthLimitError;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -61,6 +63,8 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("the request body is larger than the route allows")]
     BodyTooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("the upstream exchange failed")]
     Exchange(#[source] BoxError),
 }
@@ -107,7 +111,10 @@ impl Upstream {
         match tokio::time::timeout(route.timeout, client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(route.timeout)),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if caused_by_body_limit(&error) => Err(UpstreamError::BodyTooLarge),
+            Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
+                Err(UpstreamError::BodyTooLarge)
+            }
+            Ok(Err(error)) if caused_by::<BodyTimedOut>(&error) => Err(UpstreamError::BodyTimeout),
             Ok(Err(error)) if error.is_connect() => Err(UpstreamError::Connect(error.into())),
             Ok(Err(error)) => Err(UpstreamError::Exchange(error.into())),
         }
@@ -133,10 +140,15 @@ fn client(tls: rustls::ClientConfig) -> HttpsClient {
         .build(https)
 }
 
-fn caused_by_body_limit(error: &(dyn StdError + 'static)) -> bool {
+/// The caller's request body missed its deadline (see `proxy::deadline`).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+fn caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
+        if error.is::<E>() {
             return true;
         }
         source = error.source();
@@ -163,6 +175,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `Upgrade` is hop-by-hop too; authrelay does not tunnel protocol switches.
     headers.remove(header::UPGRADE);
+}
+
+/// True for a name in the fixed hop-by-hop set (lower case).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    name == "upgrade" || HOP_BY_HOP.iter().any(|hop| hop.as_str() == name)
 }
 
 #[cfg(test)]

@@ -137,13 +137,16 @@ fn effective_config_never_shows_a_secret() {
 
 #[test]
 fn syntax_and_unknown_key_errors_carry_line_and_column() {
-    let path = fixtures().join("invalid/unknown_key_tls_not_built.yaml");
+    let path = fixtures().join("invalid/unknown_key_insecure_skip_verify.yaml");
     let errors = Config::load(&path).unwrap_err();
     let [ConfigError::Syntax { message }] = errors.0.as_slice() else {
         panic!("{errors:?}");
     };
-    assert!(message.contains("unknown field `tls`"), "{message}");
-    assert!(message.contains("line 4, column 5"), "{message}");
+    assert!(
+        message.contains("unknown field `insecure_skip_verify`"),
+        "{message}"
+    );
+    assert!(message.contains("line 7, column 5"), "{message}");
 }
 
 #[test]
@@ -230,13 +233,14 @@ fn routes_get_defaults_and_normalised_matches() {
     assert_eq!(first.matcher.methods.as_ref().unwrap().len(), 2);
     assert_eq!(first.upstream.authority, "127.0.0.1:9998");
     assert_eq!(first.upstream.base_path, "/base");
-    assert_eq!(first.max_body, Some(10 * 1024 * 1024));
+    assert_eq!(first.max_body, 10 * 1024 * 1024);
     assert_eq!(first.timeout, Duration::from_secs(120));
     assert!(!first.strip_prefix);
-    assert_eq!(config.routes[1].max_body, Some(1_048_576));
+    assert_eq!(config.routes[1].max_body, 1_048_576);
     assert_eq!(config.routes[1].timeout, Duration::from_secs(30));
-    assert_eq!(config.routes[2].max_body, Some(512 * 1024));
-    assert_eq!(config.routes[3].max_body, None);
+    assert_eq!(config.routes[2].max_body, 512 * 1024);
+    // Unwritten: the documented default.
+    assert_eq!(config.routes[3].max_body, 10 * 1024 * 1024);
 
     let sandbox = &config.providers["sandbox"];
     assert_eq!(sandbox.scheme, "Token");

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::{
-    ClientAuth, Config, GrantConfig, HeaderTemplate, ProviderConfig, RouteConfig, StoreConfig,
-    TemplatePart, TokenEndpoint,
+    CallerCredential, ClientAuth, Config, GrantConfig, HeaderTemplate, ListenerConfig,
+    ProviderConfig, RouteConfig, StoreConfig, TemplatePart, TokenEndpoint,
 };
 use crate::secret::Secret;
 
@@ -30,7 +30,21 @@ impl Config {
         let mut out = Effective::default();
         out.line(0, "listeners:");
         for listener in &self.listeners {
-            out.line(1, format!("- bind: {}", listener.bind));
+            out.listener(listener);
+        }
+        if self.callers.is_empty() {
+            out.line(0, "callers: []  # callers are not identified");
+        } else {
+            out.line(0, "callers:");
+        }
+        for caller in &self.callers {
+            out.line(1, format!("- name: {}", caller.name));
+            match &caller.credential {
+                CallerCredential::ApiKey(_) => out.field(2, "api_key", REDACTED),
+                CallerCredential::CertSubject(subject) => {
+                    out.field(2, "cert_subject", scalar(&subject.to_string()));
+                }
+            }
         }
         match &self.admin {
             Some(admin) => {
@@ -206,12 +220,57 @@ impl Effective {
                 self.field(3, name.as_str(), scalar(&template_text(template)));
             }
         }
-        match route.max_body {
-            Some(size) => self.field(2, "max_body", size_text(size)),
-            None => self.field(2, "max_body", "none  # no limit"),
+        match &route.callers {
+            Some(names) => self.field(2, "callers", format!("[{}]", names.join(", "))),
+            None => self.field(2, "callers", "all"),
         }
+        self.field(2, "max_body", size_text(route.max_body));
         self.field(2, "max_replay_body", size_text(route.max_replay_body));
         self.field(2, "timeout", duration_text(route.timeout));
+    }
+
+    fn listener(&mut self, listener: &ListenerConfig) {
+        self.line(1, format!("- bind: {}", listener.bind));
+        match &listener.tls {
+            None => self.field(2, "tls", "none  # plain HTTP"),
+            Some(tls) => {
+                self.line(2, "tls:");
+                self.field(3, "cert", scalar(&tls.cert.display().to_string()));
+                self.field(3, "key", scalar(&tls.key.display().to_string()));
+                match &tls.client_ca {
+                    Some(ca) => self.field(3, "client_ca", scalar(&ca.display().to_string())),
+                    None => self.field(3, "client_ca", "none  # no caller certificates"),
+                }
+            }
+        }
+        self.field(2, "allow_anonymous", listener.anonymous);
+        let origins: Vec<String> = listener.allowed_origins.iter().map(|o| scalar(o)).collect();
+        self.field(2, "allowed_origins", format!("[{}]", origins.join(", ")));
+        let limits = &listener.limits;
+        self.line(2, "limits:");
+        self.field(3, "max_connections", limits.max_connections);
+        self.field(3, "max_headers", limits.max_headers);
+        self.field(
+            3,
+            "max_header_bytes",
+            size_text(limits.max_header_bytes as u64),
+        );
+        self.field(
+            3,
+            "max_target_bytes",
+            size_text(limits.max_target_bytes as u64),
+        );
+        self.field(
+            3,
+            "header_read_timeout",
+            duration_text(limits.header_read_timeout),
+        );
+        self.field(
+            3,
+            "body_read_timeout",
+            duration_text(limits.body_read_timeout),
+        );
+        self.field(3, "idle_timeout", duration_text(limits.idle_timeout));
     }
 
     fn optional(&mut self, depth: usize, name: &str, value: Option<&str>) {

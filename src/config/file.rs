@@ -17,6 +17,7 @@ pub struct ConfigFile {
     pub listeners: Vec<ListenerFile>,
     pub admin: Option<AdminFile>,
     pub store: Option<StoreFile>,
+    pub callers: Option<Vec<CallerFile>>,
     #[serde(default)]
     pub providers: Ordered<ProviderFile>,
     #[serde(default)]
@@ -30,6 +31,41 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct ListenerFile {
     pub bind: String,
+    pub tls: Option<TlsFile>,
+    pub allow_anonymous: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub limits: Option<LimitsFile>,
+}
+
+/// `listeners[i].tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+}
+
+/// `listeners[i].limits`: sizes as integers or `32KiB`, durations as `10s`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_connections: Option<String>,
+    pub max_headers: Option<String>,
+    pub max_header_bytes: Option<String>,
+    pub max_target_bytes: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+/// `callers[i]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerFile {
+    pub name: String,
+    pub api_key: Option<SecretText>,
+    pub cert_subject: Option<String>,
 }
 
 /// `admin`.
@@ -87,6 +123,7 @@ pub struct RouteFile {
     pub upstream: String,
     pub provider: String,
     pub headers: Option<Ordered<String>>,
+    pub callers: Option<Vec<String>>,
     /// Integer bytes or `10MiB`; YAML integers arrive as their text.
     pub max_body: Option<String>,
     /// Same syntax as `max_body`.

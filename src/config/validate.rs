@@ -3,6 +3,9 @@
 //! Every problem is collected with its YAML path so that one run reports all of them.
 
 mod byte_size;
+mod caller;
+mod listener;
+mod pem;
 mod provider;
 mod route;
 mod secret_ref;
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::file::{AdminFile, ConfigFile, ListenerFile};
+use super::file::{AdminFile, ConfigFile};
 use super::presets::{self, Preset};
 use super::{AdminConfig, Config, ListenerConfig, ProviderConfig};
 
@@ -39,7 +42,15 @@ struct WrittenProvider {
 pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut problems = Problems::default();
 
-    let listeners = listeners(&file.listeners, &mut problems);
+    let callers = caller::callers(
+        file.callers.as_deref().unwrap_or_default(),
+        base_dir,
+        &mut problems,
+    );
+    let callers_configured = file.callers.as_ref().is_some_and(|c| !c.is_empty());
+    let listeners =
+        listener::listeners(&file.listeners, callers_configured, base_dir, &mut problems);
+    check_cert_callers_can_connect(&file, &mut problems);
     let admin = file
         .admin
         .as_ref()
@@ -58,7 +69,13 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
         written.insert(name.clone(), WrittenProvider { preset, config });
     }
 
-    let routes = route::routes(&file.routes, &written, &mut problems);
+    let caller_names: Vec<&str> = file
+        .callers
+        .iter()
+        .flatten()
+        .map(|caller| caller.name.as_str())
+        .collect();
+    let routes = route::routes(&file.routes, &written, &caller_names, &mut problems);
 
     // A part that is `None` recorded why, so only an empty list means a whole config.
     let (store, shutdown_grace) = match (store, shutdown_grace) {
@@ -72,6 +89,7 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
     Ok(Config {
         listeners,
         admin,
+        callers,
         providers,
         routes,
         store,
@@ -82,34 +100,35 @@ pub fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError
 /// How long a shutdown waits for in-flight requests when the config does not say.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Until callers authenticate (a later release), whoever reaches a port gets the vendors'
-/// privileges: only loopback may be bound.
-const NOT_LOOPBACK: &str = "must be a loopback address (127.0.0.1, ::1): caller authentication is not built yet, so anyone reaching this port would call vendors with our credentials";
+/// The admin listener resets providers and will hold account connections: loopback only.
+const ADMIN_NOT_LOOPBACK: &str = "must be a loopback address (127.0.0.1, ::1): the admin listener can reset providers and read their state";
 
-fn listeners(files: &[ListenerFile], problems: &mut Problems) -> Vec<ListenerConfig> {
-    if files.is_empty() {
-        problems.add("listeners", "at least one listener is required");
+/// A caller known by its certificate needs a listener that asks for one. Judged on the file,
+/// so a listener whose CA failed to load does not also cause this complaint.
+fn check_cert_callers_can_connect(file: &ConfigFile, problems: &mut Problems) {
+    let mutual_tls = file.listeners.iter().any(|listener| {
+        listener
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some())
+    });
+    if mutual_tls {
+        return;
     }
-    let mut listeners: Vec<ListenerConfig> = Vec::new();
-    for (i, listener) in files.iter().enumerate() {
-        let path = format!("listeners[{i}].bind");
-        let Some(bind) = problems.check(&path, parse_bind(&listener.bind)) else {
-            continue;
-        };
-        if !bind.ip().is_loopback() {
-            problems.add(path, NOT_LOOPBACK);
-            continue;
-        }
-        // Port 0 asks the OS for a fresh port each time, so equal port-0 binds never clash.
-        let earlier = listeners
-            .iter()
-            .position(|other| other.bind == bind && bind.port() != 0);
-        match earlier {
-            Some(j) => problems.add(path, format!("{bind} is already bound by listeners[{j}]")),
-            None => listeners.push(ListenerConfig { bind }),
+    for (i, caller) in file.callers.iter().flatten().enumerate() {
+        // An unreadable subject was reported already.
+        let readable = caller
+            .cert_subject
+            .as_deref()
+            .is_some_and(|subject| super::CertSubject::parse(subject).is_ok())
+            && caller.api_key.is_none();
+        if readable {
+            problems.add(
+                format!("callers[{i}].cert_subject"),
+                "no listener has tls.client_ca, so no caller can present a certificate",
+            );
         }
     }
-    listeners
 }
 
 fn admin(
@@ -126,7 +145,7 @@ fn admin(
     };
     let bind = problems.check("admin.bind", parse_bind(&file.bind))?;
     if !bind.ip().is_loopback() {
-        problems.add("admin.bind", NOT_LOOPBACK);
+        problems.add("admin.bind", ADMIN_NOT_LOOPBACK);
         return None;
     }
     // Port 0 asks the OS for a fresh port, so it never clashes with a listener.

@@ -9,6 +9,7 @@ pub const RETRIES_TOTAL: &str = "authrelay_retries_total";
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "authrelay_upstream_requests_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "authrelay_upstream_duration_seconds";
 pub const RELAY_ERRORS_TOTAL: &str = "authrelay_relay_errors_total";
+pub const CALLER_REQUESTS_TOTAL: &str = "authrelay_caller_requests_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "authrelay_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
     "authrelay_config_last_reload_success_timestamp_seconds";
@@ -25,6 +26,14 @@ pub const RESULT: &str = "result";
 pub const ROUTE: &str = "route";
 pub const STATUS_CLASS: &str = "status_class";
 pub const CODE: &str = "code";
+pub const CALLER: &str = "caller";
+
+/// `caller` of a request without caller credentials, where the listener serves those.
+pub const CALLER_ANONYMOUS: &str = "anonymous";
+/// `caller` of a request refused with 407: its credentials named nobody, or it had none.
+pub const CALLER_UNKNOWN: &str = "unknown";
+/// `route` of a request answered before a route was chosen.
+pub const NO_ROUTE: &str = "";
 pub const STATE: &str = "state";
 
 /// `account` of a provider's own token. Accounts (one token per end customer) come later.
@@ -50,11 +59,22 @@ pub const RETRY_NOT_REPLAYABLE: &str = "not_replayable";
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 /// `code` of an answer authrelay made itself: its `X-Relay-Error` codes (`proxy/error.rs`).
-pub const RELAY_ERROR_CODES: [&str; 10] = [
+pub const RELAY_ERROR_CODES: [&str; 21] = [
     "no_route",
     "method_not_allowed",
     "bad_request",
     "body_too_large",
+    "body_timeout",
+    "target_too_long",
+    "headers_too_large",
+    "bad_framing",
+    "upgrade_refused",
+    "bad_header",
+    "caller_unknown",
+    "caller_forbidden",
+    "misdirected_host",
+    "cross_site",
+    "too_many_connections",
     "credentials_rejected",
     "token_unavailable",
     "bad_token_response",

@@ -25,6 +25,28 @@ pub enum ProxyError {
     BadPath,
     #[error("the request body is larger than this route allows")]
     BodyTooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    #[error("the request target is longer than this listener allows")]
+    TargetTooLong,
+    #[error("the request headers are more or larger than this listener allows")]
+    HeadersTooLarge,
+    #[error(
+        "the request's length framing is ambiguous (Content-Length with Transfer-Encoding, repeated, or not chunked)"
+    )]
+    BadFraming,
+    #[error("protocol upgrades are not served")]
+    UpgradeRefused,
+    #[error("a header name with `_` stands for a header the proxy strips or sets")]
+    BadHeader,
+    #[error("caller unknown: send Proxy-Authorization: Bearer <api key>, or a client certificate")]
+    CallerUnknown,
+    #[error("this caller may not use this route")]
+    CallerForbidden,
+    #[error("this Host is not served here")]
+    MisdirectedHost,
+    #[error("requests from browser pages of other sites are refused")]
+    CrossSite,
     #[error("reading the request body failed")]
     ClientBody(#[source] crate::upstream::BoxError),
     #[error(transparent)]
@@ -42,6 +64,18 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::BadPath | ProxyError::ClientBody(_) => "bad_request",
+            ProxyError::BodyTimeout | ProxyError::Upstream(UpstreamError::BodyTimeout) => {
+                "body_timeout"
+            }
+            ProxyError::TargetTooLong => "target_too_long",
+            ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::BadFraming => "bad_framing",
+            ProxyError::UpgradeRefused => "upgrade_refused",
+            ProxyError::BadHeader => "bad_header",
+            ProxyError::CallerUnknown => "caller_unknown",
+            ProxyError::CallerForbidden => "caller_forbidden",
+            ProxyError::MisdirectedHost => "misdirected_host",
+            ProxyError::CrossSite => "cross_site",
             ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
                 "body_too_large"
             }
@@ -58,7 +92,19 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::BadPath | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath
+            | ProxyError::ClientBody(_)
+            | ProxyError::BadFraming
+            | ProxyError::UpgradeRefused
+            | ProxyError::BadHeader => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout | ProxyError::Upstream(UpstreamError::BodyTimeout) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
+            ProxyError::TargetTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::CallerUnknown => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::CallerForbidden | ProxyError::CrossSite => StatusCode::FORBIDDEN,
+            ProxyError::MisdirectedHost => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -68,6 +114,18 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
         }
+    }
+
+    /// Framing the proxy did not trust, or a body it stopped reading: the connection ends.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadFraming
+                | ProxyError::BodyTimeout
+                | ProxyError::Upstream(UpstreamError::BodyTimeout)
+                | ProxyError::BodyTooLarge
+                | ProxyError::HeadersTooLarge
+        )
     }
 
     /// Seconds a caller should wait before trying again, when waiting can help.
@@ -119,6 +177,16 @@ impl ProxyError {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
+        if matches!(self, ProxyError::CallerUnknown) {
+            headers.insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authrelay\""),
+            );
+        }
+        if self.closes_connection() {
+            // What follows on the connection cannot be trusted to start where we think it does.
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, ProxyError::MethodNotAllowed) {
             headers.insert(
                 http::header::ALLOW,
@@ -153,6 +221,16 @@ mod tests {
             ProxyError::MethodNotAllowed,
             ProxyError::BadPath,
             ProxyError::BodyTooLarge,
+            ProxyError::BodyTimeout,
+            ProxyError::TargetTooLong,
+            ProxyError::HeadersTooLarge,
+            ProxyError::BadFraming,
+            ProxyError::UpgradeRefused,
+            ProxyError::BadHeader,
+            ProxyError::CallerUnknown,
+            ProxyError::CallerForbidden,
+            ProxyError::MisdirectedHost,
+            ProxyError::CrossSite,
             ProxyError::ClientBody(boxed()),
             ProxyError::Credential(CredentialError::Rejected {
                 provider: "p".into(),
@@ -170,11 +248,15 @@ mod tests {
             ProxyError::Upstream(UpstreamError::Connect(boxed())),
             ProxyError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))),
             ProxyError::Upstream(UpstreamError::BodyTooLarge),
+            ProxyError::Upstream(UpstreamError::BodyTimeout),
             ProxyError::Upstream(UpstreamError::Exchange(boxed())),
         ];
         let mut seen: Vec<&str> = errors.iter().map(ProxyError::code).collect();
         seen.sort_unstable();
         seen.dedup();
+        // The one code answered before a request exists: a connection over max_connections.
+        seen.push("too_many_connections");
+        seen.sort_unstable();
         let mut expected = RELAY_ERROR_CODES.to_vec();
         expected.sort_unstable();
         assert_eq!(seen, expected);

@@ -12,6 +12,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::ProxyError;
+use super::deadline::Deadline;
 use crate::config::RouteConfig;
 use crate::state::State;
 use crate::upstream::{BoxError, ProxyBody};
@@ -71,17 +72,20 @@ impl RetryOutcome {
 
 impl RequestBody {
     /// Buffers `body` when it may need a replay and fits in `max_replay` bytes; otherwise it
-    /// streams (with what was already read put back in front). `max_body` is enforced either way.
+    /// streams (with what was already read put back in front). `max_body` and the `deadline`
+    /// for the whole body are enforced either way.
     pub async fn prepare(
         body: Incoming,
         replay_wanted: bool,
         max_replay: u64,
-        max_body: Option<u64>,
+        max_body: u64,
+        deadline: Instant,
     ) -> Result<RequestBody, ProxyError> {
         let limit = |body: ProxyBody| -> ProxyBody {
-            match max_body.and_then(|max| usize::try_from(max).ok()) {
-                Some(max) => Limited::new(body, max).boxed(),
-                None => body,
+            let body = Deadline::new(body, deadline).boxed();
+            match usize::try_from(max_body) {
+                Ok(max) => Limited::new(body, max).boxed(),
+                Err(_) => body,
             }
         };
         let declared = body.size_hint().exact();
@@ -95,14 +99,19 @@ impl RequestBody {
         }
         let mut body = body;
         let mut held = BytesMut::new();
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(ProxyError::BodyTimeout),
+                Ok(None) => break,
+                Ok(Some(frame)) => frame,
+            };
             let frame = frame.map_err(|error| ProxyError::ClientBody(error.into()))?;
             // Trailers are dropped when buffering: hyper's h1 client would not send them anyway.
             let Ok(data) = frame.into_data() else {
                 continue;
             };
             held.extend_from_slice(&data);
-            if max_body.is_some_and(|max| held.len() as u64 > max) {
+            if held.len() as u64 > max_body {
                 return Err(ProxyError::BodyTooLarge);
             }
             if held.len() as u64 > max_replay {

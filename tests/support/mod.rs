@@ -158,6 +158,8 @@ routes:
     upstream: {sandbox}/cultureamp/v1
     strip_prefix: true
     provider: cultureamp
+    # Above the 10 MiB default: tests/forwarding.rs streams a 64 MiB upload through it.
+    max_body: 128MiB
   - match: { path_prefix: /partner }
     upstream: {sandbox}/partner/api
     strip_prefix: true

@@ -5,13 +5,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
-
 use super::super::file::{Ordered, ProviderFile, SecretText};
 use super::super::presets::{self, PRESET_NAMES, Preset, ScopeShape};
 use super::super::{CaBundle, ClientAuth, GrantConfig, ProviderConfig, TokenEndpoint};
-use super::{Problems, check_name, parse_duration, secret_ref};
+use super::{Problems, check_name, parse_duration, pem, secret_ref};
 use crate::secret::Secret;
 
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -308,23 +305,8 @@ impl ProviderCheck<'_> {
 
     fn ca(&self, problems: &mut Problems) -> Option<CaBundle> {
         let written = self.file.ca.as_ref()?;
-        let path = self.base_dir.join(written);
-        let shown = if Path::new(written).is_absolute() {
-            written.clone()
-        } else {
-            format!("{written} ({})", path.display())
-        };
-        let certs = CertificateDer::pem_file_iter(&path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|error| match error {
-                rustls_pki_types::pem::Error::Io(error) => format!("cannot read {shown}: {error}"),
-                error => format!("{shown} is not valid PEM: {error}"),
-            })
-            .and_then(|certs| match certs.is_empty() {
-                true => Err(format!("{shown} holds no PEM certificate")),
-                false => Ok(certs),
-            });
-        let certs = problems.check(self.field("ca"), certs)?;
+        let (path, certs) =
+            problems.check(self.field("ca"), pem::certificates(written, self.base_dir))?;
         Some(CaBundle { path, certs })
     }
 

@@ -19,6 +19,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bodies up to this size are buffered for a replay after a 401 unless the route says otherwise.
 const DEFAULT_MAX_REPLAY_BODY: u64 = 1024 * 1024;
 
+/// Largest request body a route takes unless it says otherwise (partner API calls are small).
+const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+
 /// Headers that describe one connection and are never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -34,6 +37,7 @@ const HOP_BY_HOP: &[&str] = &[
 pub(super) fn routes(
     files: &[RouteFile],
     providers: &WrittenProviders,
+    caller_names: &[&str],
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
@@ -121,9 +125,13 @@ pub(super) fn routes(
                 }
             }
         }
-        let max_body = match &file.max_body {
-            Some(text) => Some(problems.check(format!("{path}.max_body"), parse_byte_size(text))),
+        let callers = match &file.callers {
+            Some(names) => allowed_callers(names, caller_names, &path, problems).map(Some),
             None => Some(None),
+        };
+        let max_body = match &file.max_body {
+            Some(text) => problems.check(format!("{path}.max_body"), parse_byte_size(text)),
+            None => Some(DEFAULT_MAX_BODY),
         };
         let max_replay_body = match &file.max_replay_body {
             Some(text) => problems.check(format!("{path}.max_replay_body"), parse_byte_size(text)),
@@ -140,6 +148,7 @@ pub(super) fn routes(
             Some(matcher),
             Some(upstream),
             Some(headers),
+            Some(callers),
             Some(max_body),
             Some(max_replay_body),
             Some(timeout),
@@ -148,6 +157,7 @@ pub(super) fn routes(
             matcher,
             upstream,
             headers,
+            callers,
             max_body,
             max_replay_body,
             timeout,
@@ -162,12 +172,42 @@ pub(super) fn routes(
             upstream,
             provider: file.provider.clone(),
             headers,
+            callers,
             max_body,
             max_replay_body,
             timeout,
         });
     }
     routes
+}
+
+/// `routes[i].callers`: names from the top-level `callers`, at least one.
+fn allowed_callers(
+    names: &[String],
+    defined: &[&str],
+    path: &str,
+    problems: &mut Problems,
+) -> Option<Vec<String>> {
+    if names.is_empty() {
+        let message = "is empty, so no caller could use the route; remove it to allow every caller";
+        problems.add(format!("{path}.callers"), message);
+        return None;
+    }
+    let mut ok = true;
+    for (i, name) in names.iter().enumerate() {
+        if !defined.contains(&name.as_str()) {
+            let defined = match defined {
+                [] => "no callers are defined".to_string(),
+                names => format!("defined: {}", names.join(", ")),
+            };
+            problems.add(
+                format!("{path}.callers[{i}]"),
+                format!("unknown caller `{name}` ({defined})"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| names.to_vec())
 }
 
 fn route_match(

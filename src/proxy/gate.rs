@@ -1,0 +1,285 @@
+//! The front door, before any routing: framing and size limits, who the caller is, and (for
+//! anonymous requests) whether a browser or a DNS-rebound name sent them.
+//!
+//! Order matters and is fixed: framing -> caller -> anonymous-request checks. The route's own
+//! allow-list ([`allowed`]) runs after matching; header stripping and injection after that.
+
+use std::sync::Arc;
+
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, ORIGIN, PROXY_AUTHORIZATION,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::request::Parts;
+use http::{Uri, Version};
+
+use super::{Peer, ProxyError};
+use crate::config::{Limits, ListenerConfig, RouteConfig};
+use crate::state::State;
+
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
+/// Who sent a request: a configured caller's name, or nobody in particular.
+pub type Caller = Option<Arc<str>>;
+
+/// Framing, limits and caller checks for one request; the caller it comes from.
+pub(super) fn admit(state: &State, parts: &Parts, peer: &Peer) -> Result<Caller, ProxyError> {
+    let listener = state.config.listeners.get(peer.listener);
+    let limits = listener.map_or(&Limits::DEFAULT, |listener| &listener.limits);
+    check_framing(parts, limits, peer)?;
+    let caller = identify(state, parts, peer)?;
+    if caller.is_none() {
+        // Authority that comes from merely reaching the port is what browsers can abuse.
+        let Some(listener) = listener.filter(|listener| listener.anonymous) else {
+            return Err(ProxyError::CallerUnknown);
+        };
+        check_host(state, listener, parts)?;
+        check_browser(listener, &parts.headers)?;
+    }
+    Ok(caller)
+}
+
+/// The route's `callers` list: a named caller not on it gets 403; an anonymous one is asked
+/// to authenticate.
+pub(super) fn allowed(route: &RouteConfig, caller: &Caller) -> Result<(), ProxyError> {
+    let Some(allowed) = &route.callers else {
+        return Ok(());
+    };
+    match caller {
+        None => Err(ProxyError::CallerUnknown),
+        Some(name) if allowed.iter().any(|a| a.as_str() == &**name) => Ok(()),
+        Some(_) => Err(ProxyError::CallerForbidden),
+    }
+}
+
+/// A header name written with `_` where the proxy's own names have `-` (`X_Forwarded_For`,
+/// `Xbeam_Organization`): some upstream frameworks treat the two as one, so such a header
+/// could stand in for one the proxy strips or sets.
+pub(super) fn check_underscores(
+    headers: &HeaderMap,
+    route: &RouteConfig,
+    protected: &[HeaderName],
+) -> Result<(), ProxyError> {
+    for name in headers.keys() {
+        let name = name.as_str();
+        if !name.contains('_') {
+            continue;
+        }
+        let dashed = name.replace('_', "-");
+        let collides = protected.iter().any(|p| p.as_str() == dashed)
+            || route
+                .headers
+                .iter()
+                .any(|(injected, _)| injected.as_str() == dashed)
+            || [http::header::AUTHORIZATION, HOST]
+                .iter()
+                .any(|p| p.as_str() == dashed)
+            || crate::upstream::is_hop_by_hop(&dashed);
+        if collides {
+            return Err(ProxyError::BadHeader);
+        }
+    }
+    Ok(())
+}
+
+fn check_framing(parts: &Parts, limits: &Limits, peer: &Peer) -> Result<(), ProxyError> {
+    if target_len(&parts.uri) > limits.max_target_bytes {
+        return Err(ProxyError::TargetTooLong);
+    }
+    let headers = &parts.headers;
+    if headers.len() > limits.max_headers {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    // Names and values, plus ": " and CRLF, as they took on the wire.
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    // hyper settles Content-Length against Transfer-Encoding itself (and drops the former);
+    // what it saw on the wire comes from the connection's head sniffer.
+    if peer.head.take_anomaly() {
+        return Err(ProxyError::BadFraming);
+    }
+    let transfer_encodings = headers.get_all(TRANSFER_ENCODING).iter().count();
+    if transfer_encodings > 0 {
+        let only_chunked = transfer_encodings == 1
+            && headers
+                .get(TRANSFER_ENCODING)
+                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"));
+        if !only_chunked
+            || headers.contains_key(CONTENT_LENGTH)
+            || parts.version != Version::HTTP_11
+        {
+            return Err(ProxyError::BadFraming);
+        }
+    }
+    if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+        return Err(ProxyError::BadFraming);
+    }
+    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    if headers.contains_key(UPGRADE) || headers.contains_key(HTTP2_SETTINGS) || connection_upgrade {
+        return Err(ProxyError::UpgradeRefused);
+    }
+    Ok(())
+}
+
+fn target_len(uri: &Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |scheme| scheme.len() + 3);
+    let authority = uri
+        .authority()
+        .map_or(0, |authority| authority.as_str().len());
+    let path = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    scheme + authority + path
+}
+
+/// The caller named by `Proxy-Authorization: Bearer <key>`, else by the client certificate.
+/// A key that names nobody is an error even where anonymous requests are served: the caller
+/// meant to be someone.
+fn identify(state: &State, parts: &Parts, peer: &Peer) -> Result<Caller, ProxyError> {
+    let callers = &state.callers;
+    let mut presented = parts.headers.get_all(PROXY_AUTHORIZATION).iter();
+    // Without callers nobody is identified; the header is stripped like any hop-by-hop one.
+    if let Some(value) = presented.next().filter(|_| !callers.is_empty()) {
+        if presented.next().is_some() {
+            return Err(ProxyError::CallerUnknown);
+        }
+        let key = bearer_key(value.as_bytes()).ok_or(ProxyError::CallerUnknown)?;
+        return callers
+            .by_api_key(key)
+            .map(Some)
+            .map_err(|_| ProxyError::CallerUnknown);
+    }
+    match &peer.subject {
+        Some(subject) => callers
+            .by_subject(subject)
+            .map(Some)
+            .map_err(|_| ProxyError::CallerUnknown),
+        None => Ok(None),
+    }
+}
+
+fn bearer_key(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, key) = value.split_at_checked(7)?;
+    (scheme.eq_ignore_ascii_case(b"bearer ") && !key.is_empty()).then_some(key.trim_ascii())
+}
+
+/// DNS rebinding: a page on `evil.example`, re-pointed at 127.0.0.1, reaches a loopback
+/// listener with `Host: evil.example`. Loopback names and configured route hosts are ours.
+fn check_host(state: &State, listener: &ListenerConfig, parts: &Parts) -> Result<(), ProxyError> {
+    if !listener.is_loopback() {
+        return Ok(());
+    }
+    // An absolute-form target names its host itself: routing answers it (404 unless a route
+    // names that host). Browsers never send one.
+    if parts.version < Version::HTTP_2 && parts.uri.scheme().is_some() {
+        return Ok(());
+    }
+    let host_header = parts
+        .headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok());
+    let host = match (parts.uri.host(), host_header) {
+        (Some(host), _) => host,
+        (None, Some(header)) => header_host(header),
+        // HTTP/1.0 without Host: no browser sends that.
+        (None, None) => return Ok(()),
+    };
+    if is_loopback_name(host) || state.routes.names_host(host) {
+        Ok(())
+    } else {
+        Err(ProxyError::MisdirectedHost)
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
+fn header_host(header: &str) -> &str {
+    match header.rfind(':') {
+        Some(colon) if !header[colon..].contains(']') => &header[..colon],
+        _ => header,
+    }
+}
+
+/// `localhost`, `*.localhost` (RFC 6761: never sent to DNS), `127.0.0.0/8`, `[::1]`.
+fn is_loopback_name(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A browser page elsewhere must not borrow our credentials: cross-site and same-site fetches
+/// and any `Origin` not configured are refused. Apps send neither header.
+fn check_browser(listener: &ListenerConfig, headers: &HeaderMap) -> Result<(), ProxyError> {
+    if let Some(origin) = headers.get(ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|origin| {
+            listener
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        });
+        return if allowed {
+            Ok(())
+        } else {
+            Err(ProxyError::CrossSite)
+        };
+    }
+    let site = headers.get(SEC_FETCH_SITE).map(|value| value.as_bytes());
+    match site {
+        Some(b"cross-site" | b"same-site") => Err(ProxyError::CrossSite),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "api.localhost",
+            "127.0.0.1",
+            "127.9.9.9",
+            "[::1]",
+            "localhost.",
+        ] {
+            assert!(is_loopback_name(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "localhost.evil.example",
+            "10.0.0.1",
+            "169.254.169.254",
+            "[::2]",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback_name(host), "{host}");
+        }
+        assert_eq!(header_host("[::1]:8080"), "[::1]");
+        assert_eq!(header_host("localhost:8080"), "localhost");
+    }
+
+    #[test]
+    fn bearer_keys() {
+        assert_eq!(bearer_key(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_key(b"bearer abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_key(b"Basic abc"), None);
+        assert_eq!(bearer_key(b"Bearer "), None);
+        assert_eq!(bearer_key(b"Bear"), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! One caller or admin connection: the TLS handshake (bounded by the header-read timeout), the
+//! HTTP/1.1 or HTTP/2 session with the listener's limits, and its end: closed when idle, asked
+//! to finish on shutdown, dropped when the shutdown grace runs out.
+
+use std::convert::Infallible;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Limits;
+use crate::upstream::ProxyBody;
+
+/// hyper refuses a smaller read buffer; it also bounds a request head.
+const MIN_BUF: usize = 8192;
+/// Room for the request line and framing beyond the configured header and target sizes, so
+/// that the proxy's own checks (with their clear codes) see everything up to the limits.
+const HEAD_SLACK: usize = 1024;
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 256;
+
+/// Signals every connection of the process watches.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    /// Finish the request in progress, then close.
+    pub drain: CancellationToken,
+    /// The grace period is over: close now.
+    pub abort: CancellationToken,
+}
+
+/// Whether a connection has a request in flight, and since when it has not.
+#[derive(Debug)]
+pub struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` of the last request's start or end.
+    last_change_ms: AtomicU64,
+}
+
+/// Held while one request is being answered.
+pub struct InFlight(Arc<Activity>);
+
+// === impl Activity ===
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_change_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(Arc::clone(self))
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_change_ms.store(ms, Ordering::Release);
+    }
+
+    /// When the connection counts as idle if nothing starts before then; `None` while busy.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_change_ms.load(Ordering::Acquire));
+        Some(self.started + last + idle)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves HTTP on `io` until the client leaves, the connection idles out or the process
+/// shuts down.
+pub async fn serve<I, S>(
+    io: I,
+    service: S,
+    limits: &Limits,
+    activity: &Activity,
+    lifecycle: &Lifecycle,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = http::Response<ProxyBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let head_bytes = limits.max_header_bytes + limits.max_target_bytes + HEAD_SLACK;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(head_bytes.max(MIN_BUF));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_STREAMS);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = pin!(connection);
+    let mut draining = false;
+    loop {
+        let idle_deadline = activity.idle_deadline(limits.idle_timeout);
+        // While busy, look again after a full idle period.
+        let wake = idle_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            () = lifecycle.drain.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = lifecycle.abort.cancelled() => return,
+            () = tokio::time::sleep_until(wake), if !draining => {
+                if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!("closing an idle connection");
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
