@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Under every API prefix, `.../_bytes?n=N`, `.../_status/NNN` and `.../_redirect` answer a
-//! streamed body of N bytes, that status, or a 302 (see `echo.rs`). The knobs shape the OAuth
+//! streamed body of N bytes, that status, or a 302 (`?to=URL&status=307` pick the target and the
+//! status; see `echo.rs`). The knobs shape the OAuth
 //! token answers; Xref's tokens stay opaque and never expire whatever they say.
 
 mod admin;

@@ -397,6 +397,22 @@ async fn special_paths_stream_bytes_answer_status_and_redirect() {
         redirect.headers()["location"],
         "http://redirect-target.invalid/elsewhere"
     );
+    let chosen = get_with_token(
+        format!(
+            "{}/cross-river/api/_redirect?to=http%3A%2F%2F127.0.0.1%3A9%2Fx%3Fa%3D1&status=307",
+            sandbox.url()
+        ),
+        &token,
+    )
+    .await;
+    assert_eq!(chosen.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(chosen.headers()["location"], "http://127.0.0.1:9/x?a=1");
+    let bad = get_with_token(
+        format!("{}/cross-river/api/_redirect?status=200", sandbox.url()),
+        &token,
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
     // Special paths still need the token; the partner API only knows its PATs.
     let anonymous = client()
@@ -545,6 +561,7 @@ async fn knobs_and_revoke_work_over_http() {
         .unwrap();
     assert_eq!(stats.token_requests, 2);
     assert_eq!(stats.api_requests, 1);
+    assert_eq!(stats.requests, 3, "/_sandbox/ requests are not counted");
     assert_eq!(
         stats.clients[CROSS_RIVER_CLIENT_ID].last_client_auth,
         Some(ClientAuth::Post)

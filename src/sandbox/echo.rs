@@ -1,7 +1,7 @@
 //! The vendor APIs' answer: an echo of what arrived, so tests can see exactly what the proxy sent
 //! (headers as received, the raw query, body length and SHA-256 hashed while streaming). A path
-//! ending in `_bytes?n=N`, `_status/NNN` or `_redirect` asks for a streamed body of N bytes, that
-//! status, or a 302 instead.
+//! ending in `_bytes?n=N`, `_status/NNN` or `_redirect[?to=URL&status=NNN]` asks for a streamed
+//! body of N bytes, that status, or a redirect instead.
 
 use std::convert::Infallible;
 
@@ -19,8 +19,11 @@ use super::reply::{self, ResponseBody};
 const CHUNK_SIZE: usize = 64 * 1024;
 static CHUNK: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
 
-/// Where `_redirect` points: a name that never resolves, so following it fails loudly.
+/// Where `_redirect` points without `to`: a name that never resolves, so following it fails
+/// loudly.
 const REDIRECT_TARGET: &str = "http://redirect-target.invalid/elsewhere";
+/// The statuses `_redirect?status=` accepts.
+const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
 
 /// Answers an authorized API request for `vendor` (its path name, e.g. `cross-river`).
 pub(super) async fn handle(
@@ -30,7 +33,7 @@ pub(super) async fn handle(
     let mut segments = request.uri().path().rsplit('/');
     match (segments.next(), segments.next()) {
         (Some("_bytes"), _) => stream_bytes(request.uri().query()),
-        (Some("_redirect"), _) => redirect(),
+        (Some("_redirect"), _) => redirect(request.uri().query()),
         (Some(code), Some("_status")) => status(code),
         _ => echo(vendor, request).await,
     }
@@ -144,13 +147,30 @@ fn status(code: &str) -> Response<ResponseBody> {
     reply::json(status, &serde_json::json!({"status": status.as_u16()}))
 }
 
-fn redirect() -> Response<ResponseBody> {
-    let mut response = reply::json(
-        StatusCode::FOUND,
-        &serde_json::json!({"location": REDIRECT_TARGET}),
-    );
-    response
-        .headers_mut()
-        .insert(LOCATION, HeaderValue::from_static(REDIRECT_TARGET));
+/// A redirect to `to` (default [`REDIRECT_TARGET`]) with `status` (default 302), so tests can
+/// point a vendor's redirect at a listener of their own and see whether anyone follows it.
+fn redirect(query: Option<&str>) -> Response<ResponseBody> {
+    let mut target = REDIRECT_TARGET.to_owned();
+    let mut code = StatusCode::FOUND.as_u16();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*name {
+            "to" => target = value.into_owned(),
+            "status" => code = value.parse().unwrap_or_default(),
+            _ => {}
+        }
+    }
+    let status = REDIRECT_STATUSES
+        .contains(&code)
+        .then(|| StatusCode::from_u16(code).ok())
+        .flatten();
+    let (Some(status), Ok(location)) = (status, HeaderValue::from_str(&target)) else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "_redirect takes ?to=<URL>&status=<301|302|303|307|308>",
+        );
+    };
+    let mut response = reply::json(status, &serde_json::json!({"location": target}));
+    response.headers_mut().insert(LOCATION, location);
     response
 }

@@ -66,6 +66,7 @@ pub(super) async fn route(
         let rest = rest.to_owned();
         return admin::handle(state, &rest, request).await;
     }
+    state.count_request();
     let response = vendor_route(state, request).await;
     let latency = state.knobs().latency;
     if !latency.is_zero() {

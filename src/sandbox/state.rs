@@ -136,6 +136,10 @@ impl SandboxState {
         }
     }
 
+    pub(super) fn count_request(&self) {
+        self.lock().stats.requests += 1;
+    }
+
     pub(super) fn count_api_request(&self) {
         self.lock().stats.api_requests += 1;
     }

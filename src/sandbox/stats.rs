@@ -10,6 +10,10 @@ use super::ClientAuth;
 /// What the sandbox has seen, also served as JSON by `GET /_sandbox/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxStats {
+    /// Every request that reached the sandbox, whatever its path (unknown ones included), but
+    /// for the `/_sandbox/` control endpoints: to tell "nothing arrived at all".
+    #[serde(default)]
+    pub requests: u64,
     /// Every request that reached a token endpoint, including unreadable ones.
     pub token_requests: u64,
     /// Every request that reached a vendor API, authorized or not.
