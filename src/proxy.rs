@@ -15,13 +15,15 @@ use http::header::{
     PROXY_AUTHORIZATION,
 };
 use http::request::Parts;
-use http::{Method, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::{CertSubject, Limits, RouteConfig};
-use crate::route::{RouteRequest, normalize_path, request_host, upstream_path_and_query};
+use crate::route::{
+    RouteRequest, prefix_depth, request_host, resolve_path, upstream_path_and_query,
+};
 use crate::server::HeadWatch;
 use crate::state::{SharedState, State};
 use crate::upstream::{ProxyBody, strip_hop_by_hop};
@@ -39,7 +41,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// Headers only authrelay may set, and headers some upstream frameworks obey to change the
 /// path or method after routing (IIS `X-Original-URL`, method overrides): a caller could use them
 /// to reach what its route does not allow.
-const CALLER_MAY_NOT_SET: [HeaderName; 13] = [
+const CALLER_MAY_NOT_SET: [HeaderName; 14] = [
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_FORWARDED_HOST,
@@ -53,6 +55,8 @@ const CALLER_MAY_NOT_SET: [HeaderName; 13] = [
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
     HeaderName::from_static("x-original-method"),
+    // httpoxy: CGI-style upstreams turn `Proxy` into an HTTP_PROXY setting.
+    HeaderName::from_static("proxy"),
 ];
 
 /// Handles caller requests against the live state.
@@ -134,11 +138,15 @@ impl Proxy {
 
 /// Step 1: the route, chosen on the normalized path, which is also the path forwarded.
 fn match_route(state: &State, parts: &Parts) -> Result<(Arc<RouteConfig>, String), ProxyError> {
-    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
-        // Refused before the path is read: a CONNECT target is an authority, not a path.
-        return Err(ProxyError::MethodNotAllowed);
+    let resolved = resolve_path(parts.uri.path()).ok_or(ProxyError::BadPath)?;
+    // `http://169.254.169.254@api.vendor.example/`: userinfo only serves to disguise the host.
+    if parts
+        .uri
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
+    {
+        return Err(ProxyError::BadPath);
     }
-    let path = normalize_path(parts.uri.path()).ok_or(ProxyError::BadPath)?;
     let host_header = parts
         .headers
         .get(HOST)
@@ -147,9 +155,13 @@ fn match_route(state: &State, parts: &Parts) -> Result<(Arc<RouteConfig>, String
         method: &parts.method,
         host: request_host(&parts.uri, host_header),
         absolute_form: is_absolute_form(parts),
-        path: &path,
+        path: &resolved.path,
     })?;
-    Ok((Arc::clone(route), path))
+    // `/partner/../cross-river/x`: a `..` that climbed out of one route into another.
+    if prefix_depth(&route.matcher.path_prefix) > resolved.lowest_depth {
+        return Err(ProxyError::BadPath);
+    }
+    Ok((Arc::clone(route), resolved.path))
 }
 
 /// A routed request: its head, its body still unread, and the normalized path.

@@ -130,16 +130,32 @@ pub fn upstream_path_and_query(route: &RouteConfig, path: &str, query: Option<&s
     target
 }
 
-/// Resolves `.` and `..` segments (also percent-encoded as `%2e`) and drops empty segments, keeping
-/// a trailing `/`. Returns `None` when `..` would climb above the root, and for paths an upstream
-/// could read differently than this function does: encoded slashes or backslashes (`%2F`, `%5C`,
-/// `\`, which IIS and some frameworks treat as separators), NUL (`%00`), and dot segments
-/// carrying `;` parameters (`..;`, which Tomcat resolves).
+/// Resolves `.` and `..` segments and drops empty segments, keeping a trailing `/`. Returns
+/// `None` when `..` would climb above the root, and for paths an upstream could read differently
+/// than this function does: encoded slashes or backslashes (`%2F`, `%5C`, `\`, which IIS and
+/// some frameworks treat as separators), NUL (`%00`), percent-encoded dot segments (`%2e%2e`,
+/// which some upstreams decode and resolve again) and dot segments carrying `;` parameters
+/// (`..;`, which Tomcat resolves).
 pub fn normalize_path(path: &str) -> Option<String> {
+    resolve_path(path).map(|resolved| resolved.path)
+}
+
+/// A normalized path, and how far up its `..` segments reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPath {
+    pub path: String,
+    /// The fewest segments left on the way (`usize::MAX` without `..`): a route whose prefix
+    /// has more segments was reached by climbing out of another one.
+    pub lowest_depth: usize,
+}
+
+/// [`normalize_path`], keeping the depth its `..` segments climbed to.
+pub fn resolve_path(path: &str) -> Option<ResolvedPath> {
     if !path.starts_with('/') {
         return None;
     }
     let mut segments: Vec<&str> = Vec::new();
+    let mut lowest_depth = usize::MAX;
     let mut last = Segment::Empty;
     for segment in path.split('/') {
         last = classify(segment)?;
@@ -147,6 +163,7 @@ pub fn normalize_path(path: &str) -> Option<String> {
             Segment::Empty | Segment::Current => {}
             Segment::Parent => {
                 segments.pop()?;
+                lowest_depth = lowest_depth.min(segments.len());
             }
             Segment::Name => segments.push(segment),
         }
@@ -160,7 +177,18 @@ pub fn normalize_path(path: &str) -> Option<String> {
     if normalized.is_empty() || ends_with_slash {
         normalized.push('/');
     }
-    Some(normalized)
+    Some(ResolvedPath {
+        path: normalized,
+        lowest_depth,
+    })
+}
+
+/// Segments of a normalized path prefix: `/` has none, `/a/b` two.
+pub fn prefix_depth(prefix: &str) -> usize {
+    prefix
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .count()
 }
 
 #[derive(Clone, Copy)]
@@ -189,9 +217,11 @@ fn classify(segment: &str) -> Option<Segment> {
         } else {
             Segment::Empty
         }
-    } else if is(&[".", "%2e"]) {
+    } else if is(&["%2e", "%2e%2e", ".%2e", "%2e."]) {
+        return None;
+    } else if bare == "." {
         Segment::Current
-    } else if is(&["..", "%2e%2e", ".%2e", "%2e."]) {
+    } else if bare == ".." {
         Segment::Parent
     } else {
         Segment::Name

@@ -65,6 +65,8 @@ pub enum UpstreamError {
     BodyTooLarge,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    #[error("the caller's request body was malformed or cut short")]
+    CallerBody,
     #[error("the upstream exchange failed")]
     Exchange(#[source] BoxError),
 }
@@ -115,6 +117,9 @@ impl Upstream {
                 Err(UpstreamError::BodyTooLarge)
             }
             Ok(Err(error)) if caused_by::<BodyTimedOut>(&error) => Err(UpstreamError::BodyTimeout),
+            Ok(Err(error)) if caused_by::<CallerBodyFailed>(&error) => {
+                Err(UpstreamError::CallerBody)
+            }
             Ok(Err(error)) if error.is_connect() => Err(UpstreamError::Connect(error.into())),
             Ok(Err(error)) => Err(UpstreamError::Exchange(error.into())),
         }
@@ -144,6 +149,12 @@ fn client(tls: rustls::ClientConfig) -> HttpsClient {
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive in time")]
 pub struct BodyTimedOut;
+
+/// Reading the caller's body failed (bad chunk framing, connection cut) while it streamed
+/// upstream: the caller's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the caller's request body failed")]
+pub struct CallerBodyFailed(#[source] pub hyper::Error);
 
 fn caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);

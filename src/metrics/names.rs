@@ -59,7 +59,7 @@ pub const RETRY_NOT_REPLAYABLE: &str = "not_replayable";
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 /// `code` of an answer authrelay made itself: its `X-Relay-Error` codes (`proxy/error.rs`).
-pub const RELAY_ERROR_CODES: [&str; 21] = [
+pub const RELAY_ERROR_CODES: [&str; 22] = [
     "no_route",
     "method_not_allowed",
     "bad_request",
@@ -69,6 +69,7 @@ pub const RELAY_ERROR_CODES: [&str; 21] = [
     "headers_too_large",
     "bad_framing",
     "upgrade_refused",
+    "transfer_coding_unsupported",
     "bad_header",
     "caller_unknown",
     "caller_forbidden",

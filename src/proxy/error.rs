@@ -35,6 +35,8 @@ pub enum ProxyError {
         "the request's length framing is ambiguous (Content-Length with Transfer-Encoding, repeated, or not chunked)"
     )]
     BadFraming,
+    #[error("only the chunked transfer coding is understood")]
+    TransferCodingUnsupported,
     #[error("protocol upgrades are not served")]
     UpgradeRefused,
     #[error("a header name with `_` stands for a header the proxy strips or sets")]
@@ -63,7 +65,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
-            ProxyError::BadPath | ProxyError::ClientBody(_) => "bad_request",
+            ProxyError::BadPath
+            | ProxyError::ClientBody(_)
+            | ProxyError::Upstream(UpstreamError::CallerBody) => "bad_request",
             ProxyError::BodyTimeout | ProxyError::Upstream(UpstreamError::BodyTimeout) => {
                 "body_timeout"
             }
@@ -71,6 +75,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => "headers_too_large",
             ProxyError::BadFraming => "bad_framing",
             ProxyError::UpgradeRefused => "upgrade_refused",
+            ProxyError::TransferCodingUnsupported => "transfer_coding_unsupported",
             ProxyError::BadHeader => "bad_header",
             ProxyError::CallerUnknown => "caller_unknown",
             ProxyError::CallerForbidden => "caller_forbidden",
@@ -94,12 +99,14 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadPath
             | ProxyError::ClientBody(_)
+            | ProxyError::Upstream(UpstreamError::CallerBody)
             | ProxyError::BadFraming
             | ProxyError::UpgradeRefused
             | ProxyError::BadHeader => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout | ProxyError::Upstream(UpstreamError::BodyTimeout) => {
                 StatusCode::REQUEST_TIMEOUT
             }
+            ProxyError::TransferCodingUnsupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::TargetTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::CallerUnknown => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -121,6 +128,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadFraming
+                | ProxyError::TransferCodingUnsupported
                 | ProxyError::BodyTimeout
                 | ProxyError::Upstream(UpstreamError::BodyTimeout)
                 | ProxyError::BodyTooLarge
@@ -226,6 +234,7 @@ mod tests {
             ProxyError::HeadersTooLarge,
             ProxyError::BadFraming,
             ProxyError::UpgradeRefused,
+            ProxyError::TransferCodingUnsupported,
             ProxyError::BadHeader,
             ProxyError::CallerUnknown,
             ProxyError::CallerForbidden,
@@ -249,6 +258,7 @@ mod tests {
             ProxyError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))),
             ProxyError::Upstream(UpstreamError::BodyTooLarge),
             ProxyError::Upstream(UpstreamError::BodyTimeout),
+            ProxyError::Upstream(UpstreamError::CallerBody),
             ProxyError::Upstream(UpstreamError::Exchange(boxed())),
         ];
         let mut seen: Vec<&str> = errors.iter().map(ProxyError::code).collect();

@@ -25,6 +25,7 @@ pub type Caller = Option<Arc<str>>;
 
 /// Framing, limits and caller checks for one request; the caller it comes from.
 pub(super) fn admit(state: &State, parts: &Parts, peer: &Peer) -> Result<Caller, ProxyError> {
+    check_method(parts)?;
     let listener = state.config.listeners.get(peer.listener);
     let limits = listener.map_or(&Limits::DEFAULT, |listener| &listener.limits);
     check_framing(parts, limits, peer)?;
@@ -83,6 +84,19 @@ pub(super) fn check_underscores(
     Ok(())
 }
 
+/// CONNECT (a tunnel), TRACE and TRACK (reflect the request, credentials included), in any
+/// letter case: methods are case-sensitive, but some upstreams are not.
+fn check_method(parts: &Parts) -> Result<(), ProxyError> {
+    let method = parts.method.as_str();
+    if ["CONNECT", "TRACE", "TRACK"]
+        .iter()
+        .any(|refused| method.eq_ignore_ascii_case(refused))
+    {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    Ok(())
+}
+
 fn check_framing(parts: &Parts, limits: &Limits, peer: &Peer) -> Result<(), ProxyError> {
     if target_len(&parts.uri) > limits.max_target_bytes {
         return Err(ProxyError::TargetTooLong);
@@ -106,15 +120,22 @@ fn check_framing(parts: &Parts, limits: &Limits, peer: &Peer) -> Result<(), Prox
     }
     let transfer_encodings = headers.get_all(TRANSFER_ENCODING).iter().count();
     if transfer_encodings > 0 {
-        let only_chunked = transfer_encodings == 1
-            && headers
-                .get(TRANSFER_ENCODING)
-                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"chunked"));
-        if !only_chunked
+        if transfer_encodings > 1
             || headers.contains_key(CONTENT_LENGTH)
             || parts.version != Version::HTTP_11
         {
             return Err(ProxyError::BadFraming);
+        }
+        // `gzip, chunked`: hyper decodes the chunks, but the gzip coding would reach the
+        // upstream unannounced. RFC 9112 section 6.1: 501 for a coding not understood.
+        let only_chunked = headers.get(TRANSFER_ENCODING).is_some_and(|value| {
+            value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        });
+        if !only_chunked {
+            return Err(ProxyError::TransferCodingUnsupported);
         }
     }
     if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {

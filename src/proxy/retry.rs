@@ -15,7 +15,7 @@ use super::ProxyError;
 use super::deadline::Deadline;
 use crate::config::RouteConfig;
 use crate::state::State;
-use crate::upstream::{BoxError, ProxyBody};
+use crate::upstream::{BoxError, CallerBodyFailed, ProxyBody};
 
 /// A request body, either held whole (replayable) or still streaming.
 pub enum RequestBody {
@@ -90,9 +90,7 @@ impl RequestBody {
         };
         let declared = body.size_hint().exact();
         if !replay_wanted || declared.is_some_and(|length| length > max_replay) {
-            return Ok(RequestBody::Streaming(limit(
-                body.map_err(Into::into).boxed(),
-            )));
+            return Ok(RequestBody::Streaming(limit(caller_body(body))));
         }
         if body.is_end_stream() {
             return Ok(RequestBody::Buffered(Bytes::new()));
@@ -117,8 +115,10 @@ impl RequestBody {
             if held.len() as u64 > max_replay {
                 // Too big to keep: send what was read, then the rest as it arrives.
                 let prefix = Full::new(held.freeze()).map_err(|never| match never {});
-                let rest = body.map_err(BoxError::from);
-                return Ok(RequestBody::Streaming(limit(chain(prefix, rest))));
+                return Ok(RequestBody::Streaming(limit(chain(
+                    prefix,
+                    caller_body(body),
+                ))));
             }
         }
         Ok(RequestBody::Buffered(held.freeze()))
@@ -214,6 +214,12 @@ async fn authorized(
     *request.uri_mut() = outgoing.uri.clone();
     *request.headers_mut() = headers;
     Ok((request, used))
+}
+
+/// The caller's body as it streams, its errors marked as the caller's.
+fn caller_body(body: Incoming) -> ProxyBody {
+    body.map_err(|error| BoxError::from(CallerBodyFailed(error)))
+        .boxed()
 }
 
 /// `first` then `second`, as one body.
