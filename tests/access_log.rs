@@ -107,3 +107,59 @@ async fn one_access_line_per_request_without_paths_queries_or_tokens() {
         assert!(!log.contains(needle), "`{needle}` in the log");
     }
 }
+
+#[tokio::test]
+async fn access_lines_name_the_caller_and_never_its_key() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let key = "billing-key-0123456789abcdef";
+    let yaml = format!(
+        r#"
+listeners: [{{ bind: "127.0.0.1:0" }}]
+callers:
+  - {{ name: billing, api_key: {key} }}
+  - {{ name: crm, api_key: crm-key-0123456789abcdef0123 }}
+providers:
+  partner: {{ preset: pat, token: pat-demo-token }}
+routes:
+  - {{ match: {{ path_prefix: /partner }}, strip_prefix: true, upstream: "{{sandbox}}/partner/api", provider: partner, callers: [billing] }}
+"#
+    );
+    let vendor = support::sandbox().await;
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    let send = |proxy_authorization: Option<&str>| {
+        let mut request = client().get(proxy.url("/partner/x"));
+        if let Some(value) = proxy_authorization {
+            request = request.header("proxy-authorization", value);
+        }
+        request.send()
+    };
+    assert_eq!(
+        send(Some(&format!("Bearer {key}"))).await.unwrap().status(),
+        200
+    );
+    assert_relay_error(&send(None).await.unwrap(), 407, "caller_unknown");
+    let crm = send(Some("Bearer crm-key-0123456789abcdef0123"))
+        .await
+        .unwrap();
+    assert_relay_error(&crm, 403, "caller_forbidden");
+    proxy.shutdown().await;
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let callers: Vec<String> = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["target"] == "authrelay::access")
+        .map(|line| line["fields"]["caller"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(callers, ["billing", "unknown", "crm"], "{log}");
+    for secret in [key, "crm-key-0123456789abcdef0123", "pat-demo-token"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
