@@ -155,6 +155,8 @@ pub struct RouteConfig {
     pub headers: Vec<(HeaderName, HeaderTemplate)>,
     /// Caller names allowed on this route; `None` lets every caller the listener admits.
     pub callers: Option<Vec<String>>,
+    /// WebSocket upgrades pass through (every other upgrade is refused).
+    pub upgrade: bool,
     /// Largest request body accepted (413 past it).
     pub max_body: u64,
     /// Bodies up to this size are buffered so a request can be replayed after a 401.

@@ -11,13 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
-    PROXY_AUTHORIZATION,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
+    PROXY_AUTHORIZATION, UPGRADE,
 };
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::config::{CertSubject, Limits, RouteConfig};
@@ -185,6 +187,8 @@ async fn forward(
         path,
     } = request;
     gate::check_underscores(&parts.headers, route, &CALLER_MAY_NOT_SET)?;
+    let upgrade = gate::check_upgrade(&parts, route)?
+        .map(|protocol| (protocol, parts.extensions.remove::<OnUpgrade>()));
     if declared_length(&parts.headers).is_some_and(|length| length > route.max_body) {
         return Err(ProxyError::BodyTooLarge);
     }
@@ -205,6 +209,12 @@ async fn forward(
         .map(str::to_owned)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     rewrite_headers(&mut parts.headers, route, peer, original_host.as_deref());
+    if let Some((protocol, _)) = &upgrade {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, protocol.clone());
+    }
 
     // 2 and 3. Credentials (injected after the caller's hop-by-hop headers were stripped), then
     // the upstream, with one replay after a 401 when the body could be kept.
@@ -222,15 +232,41 @@ async fn forward(
         uri: upstream_uri,
         headers: parts.headers,
     };
-    let response = send_with_retry(state, route, outgoing, body, attempts).await?;
+    let mut response = send_with_retry(state, route, outgoing, body, attempts).await?;
 
-    // 4. Response, streamed back as it arrives.
+    // 4. Response, streamed back as it arrives; or, for an accepted upgrade, a tunnel.
+    if let Some((_, Some(caller_side))) = upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        tunnel(caller_side, hyper::upgrade::on(&mut response), &route.name);
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, ProxyBody::default()));
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
         body.map_err(Into::into).boxed(),
     ))
+}
+
+/// Copies bytes both ways between the caller's and the upstream's upgraded connections until
+/// either side closes. Credentials went into the upgrade request only; the tunnel adds none.
+fn tunnel(caller: OnUpgrade, upstream: OnUpgrade, route: &str) {
+    let route = route.to_owned();
+    tokio::spawn(async move {
+        let (caller, upstream) = match tokio::try_join!(caller, upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::debug!(%route, %error, "upgrade did not complete");
+                return;
+            }
+        };
+        let (mut caller, mut upstream) = (TokioIo::new(caller), TokioIo::new(upstream));
+        if let Err(error) = tokio::io::copy_bidirectional(&mut caller, &mut upstream).await {
+            tracing::debug!(%route, %error, "upgraded connection ended with an error");
+        }
+    });
 }
 
 /// An HTTP/1 request whose target names a scheme and host: the caller uses authrelay as its

@@ -25,6 +25,7 @@ fn route(
         provider: "p".into(),
         headers: Vec::new(),
         callers: None,
+        upgrade: false,
         max_body: 10 << 20,
         max_replay_body: 1024 * 1024,
         timeout: Duration::from_secs(30),

@@ -224,6 +224,7 @@ impl Effective {
             Some(names) => self.field(2, "callers", format!("[{}]", names.join(", "))),
             None => self.field(2, "callers", "all"),
         }
+        self.field(2, "upgrade", route.upgrade);
         self.field(2, "max_body", size_text(route.max_body));
         self.field(2, "max_replay_body", size_text(route.max_replay_body));
         self.field(2, "timeout", duration_text(route.timeout));

@@ -124,6 +124,7 @@ pub struct RouteFile {
     pub provider: String,
     pub headers: Option<Ordered<String>>,
     pub callers: Option<Vec<String>>,
+    pub upgrade: Option<bool>,
     /// Integer bytes or `10MiB`; YAML integers arrive as their text.
     pub max_body: Option<String>,
     /// Same syntax as `max_body`.

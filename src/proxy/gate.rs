@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, ORIGIN, PROXY_AUTHORIZATION,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, ORIGIN,
+    PROXY_AUTHORIZATION, TRANSFER_ENCODING, UPGRADE,
 };
 use http::request::Parts;
 use http::{Uri, Version};
@@ -141,16 +141,41 @@ fn check_framing(parts: &Parts, limits: &Limits, peer: &Peer) -> Result<(), Prox
     if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
         return Err(ProxyError::BadFraming);
     }
+    Ok(())
+}
+
+/// An `Upgrade` request: refused unless the route opts in (`upgrade: true`) and it asks for
+/// WebSocket over HTTP/1.1. `h2c` never passes: an upstream speaking HTTP/2 on the tunnel would
+/// take requests authrelay never routed. The value to forward, when it may pass.
+pub(super) fn check_upgrade(
+    parts: &Parts,
+    route: &RouteConfig,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    let headers = &parts.headers;
     let connection_upgrade = headers.get_all(CONNECTION).iter().any(|value| {
         value
             .as_bytes()
             .split(|b| *b == b',')
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
     });
-    if headers.contains_key(UPGRADE) || headers.contains_key(HTTP2_SETTINGS) || connection_upgrade {
-        return Err(ProxyError::UpgradeRefused);
+    let upgrade = headers.get(UPGRADE);
+    if upgrade.is_none() && !connection_upgrade && !headers.contains_key(HTTP2_SETTINGS) {
+        return Ok(None);
     }
-    Ok(())
+    let websocket =
+        upgrade.is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let passes = route.upgrade
+        && websocket
+        && connection_upgrade
+        && headers.get_all(UPGRADE).iter().count() == 1
+        && !headers.contains_key(HTTP2_SETTINGS)
+        && parts.version == Version::HTTP_11
+        && parts.method == http::Method::GET;
+    if passes {
+        Ok(upgrade.cloned())
+    } else {
+        Err(ProxyError::UpgradeRefused)
+    }
 }
 
 fn target_len(uri: &Uri) -> usize {

@@ -1,17 +1,19 @@
 //! The vendor APIs' answer: an echo of what arrived, so tests can see exactly what the proxy sent
 //! (headers as received, the raw query, body length and SHA-256 hashed while streaming). A path
 //! ending in `_bytes?n=N`, `_status/NNN` or `_redirect[?to=URL&status=NNN]` asks for a streamed
-//! body of N bytes, that status, or a redirect instead.
+//! body of N bytes, that status, or a redirect instead; `_upgrade` switches protocols to a byte
+//! echo.
 
 use std::convert::Infallible;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
 use futures_util::stream;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
 
 use super::reply::{self, ResponseBody};
 
@@ -34,9 +36,43 @@ pub(super) async fn handle(
     match (segments.next(), segments.next()) {
         (Some("_bytes"), _) => stream_bytes(request.uri().query()),
         (Some("_redirect"), _) => redirect(request.uri().query()),
+        (Some("_upgrade"), _) => upgrade(request),
         (Some(code), Some("_status")) => status(code),
         _ => echo(vendor, request).await,
     }
+}
+
+/// `_upgrade`: switches to a raw byte echo after `101` when asked with `Upgrade: websocket`
+/// (the WebSocket handshake's key check is left out: the proxy passes bytes, not frames).
+fn upgrade(mut request: Request<Incoming>) -> Response<ResponseBody> {
+    let wants_websocket = request
+        .headers()
+        .get(UPGRADE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !wants_websocket {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "_upgrade wants Upgrade: websocket",
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+    });
+    let mut response = Response::new(reply::full(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    response
+        .headers_mut()
+        .insert(UPGRADE, HeaderValue::from_static("websocket"));
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    response
 }
 
 async fn echo(vendor: &'static str, request: Request<Incoming>) -> Response<ResponseBody> {

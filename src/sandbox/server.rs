@@ -51,7 +51,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<SandboxState>) {
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     if let Err(error) = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .await
     {
         tracing::debug!(%error, "sandbox connection ended with an error");

@@ -115,7 +115,8 @@ pub async fn serve<I, S>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(MAX_STREAMS);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // Upgrades are refused unless a route opts in (proxy/gate.rs); this only makes them possible.
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = pin!(connection);
     let mut draining = false;
     loop {

@@ -173,6 +173,7 @@ pub(super) fn routes(
             provider: file.provider.clone(),
             headers,
             callers,
+            upgrade: file.upgrade.unwrap_or(false),
             max_body,
             max_replay_body,
             timeout,
