@@ -37,16 +37,25 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-// A current-thread runtime: the proxy's tasks run on this thread, under this subscriber.
-#[tokio::test]
-async fn one_access_line_per_request_without_paths_queries_or_tokens() {
+/// Every event on this thread, as JSON lines, until the guard drops. Tests run on a
+/// current-thread runtime, so the proxy's tasks log here too.
+fn capture_json_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(captured.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (
+        captured.clone(),
+        tracing::subscriber::set_default(subscriber),
+    )
+}
+
+// A current-thread runtime: the proxy's tasks run on this thread, under this subscriber.
+#[tokio::test]
+async fn one_access_line_per_request_without_paths_queries_or_tokens() {
+    let (captured, _guard) = capture_json_logs();
 
     let vendor = support::sandbox().await;
     let proxy = TestProxy::start(VENDORS_YAML, &vendor).await;
@@ -110,13 +119,7 @@ async fn one_access_line_per_request_without_paths_queries_or_tokens() {
 
 #[tokio::test]
 async fn access_lines_name_the_caller_and_never_its_key() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_json_logs();
 
     let key = "billing-key-0123456789abcdef";
     let yaml = format!(
