@@ -277,7 +277,7 @@ impl Front {
         let activity = Activity::new();
         match tls {
             None => {
-                let (io, head) = Sniffed::new(stream);
+                let (io, head) = sniffed(stream, &limits);
                 let service = self.service(addr, "http", None, head, &activity);
                 connection::serve(io, service, &limits, &activity, &self.lifecycle).await;
             }
@@ -302,7 +302,7 @@ impl Front {
                     .and_then(|chain| chain.first())
                     .and_then(|cert| certificate_subject(cert))
                     .map(Arc::new);
-                let (io, head) = Sniffed::new(stream);
+                let (io, head) = sniffed(stream, &limits);
                 let service = self.service(addr, "https", subject, head, &activity);
                 connection::serve(io, service, &limits, &activity, &self.lifecycle).await;
             }
@@ -356,6 +356,11 @@ fn warn_about_clear_text_keys(config: &Config) {
             tracing::warn!(bind = %listener.bind, "callers' API keys reach this plain-HTTP listener in clear text; give it `tls`");
         }
     }
+}
+
+/// `stream` read through the head sniffer, with hyper's own head limits.
+fn sniffed<T>(stream: T, limits: &Limits) -> (Sniffed<T>, Arc<HeadWatch>) {
+    Sniffed::new(stream, connection::head_buffer(limits), limits.max_headers)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -944,6 +944,46 @@ async fn pipelined_requests_are_answered_in_order_each_forwarded_once() {
 }
 
 #[tokio::test]
+async fn content_length_with_transfer_encoding_pipelined_behind_a_clean_request_is_400() {
+    // The sniffer follows framing, so the second head of one write is judged too: the clean
+    // GET is forwarded, the CL+TE POST behind it is refused and never reaches the vendor.
+    let fx = Hostile::start().await;
+    let host = fx.host();
+    let request = format!(
+        "GET /partner/first HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /partner/second HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\
+         Content-Length: 5\r\n\r\n0\r\n\r\n"
+    );
+    let responses = exchange_all(fx.addr(), request).await;
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    let first = fx.assert_clean_echo(&responses[0], &format!("Bearer {PAT}"));
+    assert_eq!(first["path"], "/partner/api/first");
+    assert_eq!(responses[1].status, 400, "{}", responses[1].text());
+    assert_eq!(responses[1].header("x-relay-error"), Some("bad_framing"));
+    fx.assert_no_secret(&responses[1]);
+    fx.assert_vendor_saw(1, 0);
+}
+
+#[tokio::test]
+async fn a_body_shaped_like_a_smuggled_head_does_not_taint_the_next_request() {
+    // A body that reads like a CL+TE head is body: the next request on the connection is clean.
+    let fx = Hostile::start().await;
+    let host = fx.host();
+    let body = "X / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let request = format!(
+        "POST /partner/first HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /partner/second HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let responses = exchange_all(fx.addr(), request).await;
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    fx.assert_clean_echo(&responses[0], &format!("Bearer {PAT}"));
+    let second = fx.assert_clean_echo(&responses[1], &format!("Bearer {PAT}"));
+    assert_eq!(second["path"], "/partner/api/second");
+    fx.assert_vendor_saw(2, 0);
+}
+
+#[tokio::test]
 async fn websocket_upgrade_is_refused() {
     // No route opts in to upgrades: a protocol switch would leave a credentialed tunnel that
     // authrelay no longer sees into.

@@ -128,6 +128,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadFraming
+                | ProxyError::UpgradeRefused
                 | ProxyError::TransferCodingUnsupported
                 | ProxyError::BodyTimeout
                 | ProxyError::Upstream(UpstreamError::BodyTimeout)

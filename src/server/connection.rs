@@ -87,6 +87,12 @@ impl Drop for InFlight {
     }
 }
 
+/// hyper's read buffer, which bounds a request head: the configured header and target sizes
+/// and some room for the request line.
+pub fn head_buffer(limits: &Limits) -> usize {
+    (limits.max_header_bytes + limits.max_target_bytes + HEAD_SLACK).max(MIN_BUF)
+}
+
 /// Serves HTTP on `io` until the client leaves, the connection idles out or the process
 /// shuts down.
 pub async fn serve<I, S>(
@@ -103,13 +109,12 @@ pub async fn serve<I, S>(
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    let head_bytes = limits.max_header_bytes + limits.max_target_bytes + HEAD_SLACK;
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
-        .max_buf_size(head_bytes.max(MIN_BUF));
+        .max_buf_size(head_buffer(limits));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -1,120 +1,243 @@
 //! A look at each HTTP/1 request head as it arrives, before hyper reads it: hyper resolves a
 //! `Content-Length` beside a `Transfer-Encoding` on its own (the latter wins, the former is
 //! dropped), but a request that carries both is refused outright, as smuggling attempts do.
+//!
+//! The sniffer follows the message framing itself (heads, `Content-Length` bodies, chunked
+//! bodies) so that every head hyper parses, pipelined or not, gets a verdict, in order. Anything
+//! it cannot follow, hyper refuses anyway (and closes the connection); the sniffer then stops.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Heads longer than this are left to hyper's own limit (431).
-const MAX_HEAD: usize = 64 * 1024;
-/// More header fields than this are left to hyper's own limit (431).
-const MAX_FIELDS: usize = 256;
+/// Verdicts not yet taken by a request; more means the heads are not requests hyper serves
+/// (an upgraded tunnel), and the sniffer stops.
+const MAX_PENDING: usize = 64;
+/// A chunk-size line longer than this is not one hyper accepts.
+const MAX_CHUNK_LINE: usize = 4096;
 
-/// What the sniffer saw of the last request head on one connection.
+/// The verdicts on one connection's request heads, oldest first: true for a head with
+/// conflicting or repeated length fields.
 #[derive(Debug, Default)]
 pub struct HeadWatch {
-    anomaly: AtomicBool,
+    verdicts: Mutex<VecDeque<bool>>,
 }
 
 /// A connection's stream, read through the sniffer.
 pub struct Sniffed<T> {
     inner: T,
     watch: Arc<HeadWatch>,
-    state: State,
+    framing: Framing,
+    /// Heads longer than this, or with more fields, are hyper's to refuse (431).
+    max_head: usize,
+    max_fields: usize,
 }
 
-enum State {
-    /// The next bytes read start a request head (connection start, or after a response).
-    Fresh,
-    /// Collecting a head until its blank line.
-    InHead(Vec<u8>),
-    /// Reading a body, or the head was judged: nothing to look at until the next write.
-    Passing,
-    /// HTTP/2: no heads in text.
+#[derive(Debug)]
+enum Framing {
+    /// The bytes so far of a request head, up to its blank line.
+    Head(Vec<u8>),
+    /// This many body bytes to pass.
+    Body(u64),
+    /// A chunked body: the chunk-size line read so far.
+    ChunkSize(Vec<u8>),
+    /// Chunk data, then its CRLF.
+    ChunkData(u64),
+    /// The trailer section after the last chunk, up to its blank line.
+    Trailers(Vec<u8>),
+    /// HTTP/2, an upgrade, or bytes hyper will refuse: nothing more to look at.
     Off,
+}
+
+/// What a complete head says about what follows it.
+struct HeadVerdict {
+    anomaly: bool,
+    next: Framing,
 }
 
 // === impl HeadWatch ===
 
 impl HeadWatch {
-    /// True (once) when the last head had conflicting or repeated length fields.
+    /// True when the oldest head not yet taken had conflicting or repeated length fields.
     pub fn take_anomaly(&self) -> bool {
-        self.anomaly.swap(false, Ordering::AcqRel)
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+        verdicts.pop_front().unwrap_or(false)
+    }
+
+    /// Records a head's verdict; false when too many are pending to keep them in step.
+    fn push(&self, anomaly: bool) -> bool {
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+        if verdicts.len() >= MAX_PENDING {
+            verdicts.clear();
+            return false;
+        }
+        verdicts.push_back(anomaly);
+        true
     }
 }
 
 // === impl Sniffed ===
 
 impl<T> Sniffed<T> {
-    pub fn new(inner: T) -> (Sniffed<T>, Arc<HeadWatch>) {
+    /// `max_head` and `max_fields` should be at least hyper's own limits.
+    pub fn new(inner: T, max_head: usize, max_fields: usize) -> (Sniffed<T>, Arc<HeadWatch>) {
         let watch = Arc::new(HeadWatch::default());
         let sniffed = Sniffed {
             inner,
             watch: Arc::clone(&watch),
-            state: State::Fresh,
+            framing: Framing::Head(Vec::new()),
+            max_head,
+            max_fields,
         };
         (sniffed, watch)
     }
 
-    fn observe(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (used, next) = self.step(bytes);
+            bytes = &bytes[used..];
+            if let Some(next) = next {
+                self.framing = next;
+            }
         }
-        let head = match &mut self.state {
-            State::Passing | State::Off => return,
-            State::Fresh => {
-                if bytes.starts_with(b"PRI * HTTP/2.0") {
-                    self.state = State::Off;
-                    return;
+    }
+
+    /// Consumes a prefix of `bytes`; how much, and the state that follows when it changes.
+    fn step(&mut self, bytes: &[u8]) -> (usize, Option<Framing>) {
+        match &mut self.framing {
+            Framing::Off => (bytes.len(), None),
+            Framing::Body(left) => {
+                let used = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                *left -= used as u64;
+                let next = (*left == 0).then(|| Framing::Head(Vec::new()));
+                (used, next)
+            }
+            Framing::ChunkData(left) => {
+                let used = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                *left -= used as u64;
+                let next = (*left == 0).then(|| Framing::ChunkSize(Vec::new()));
+                (used, next)
+            }
+            Framing::Head(head) => {
+                if head.is_empty() && bytes.starts_with(b"\r\n") {
+                    // A stray CRLF between requests, which hyper skips too.
+                    return (2, None);
                 }
-                self.state = State::InHead(Vec::new());
-                let State::InHead(head) = &mut self.state else {
-                    return;
+                let (used, line_end) = take_until_blank_line(head, bytes);
+                if head.starts_with(b"PRI * HTTP/2.0") {
+                    return (bytes.len(), Some(Framing::Off));
+                }
+                let Some(end) = line_end else {
+                    let next = (head.len() > self.max_head).then_some(Framing::Off);
+                    return (used, next);
                 };
-                head
+                let verdict = judge_head(&head[..end], self.max_fields);
+                let next = match verdict {
+                    Some(verdict) if self.watch.push(verdict.anomaly) => verdict.next,
+                    _ => Framing::Off,
+                };
+                (used, Some(next))
             }
-            State::InHead(head) => head,
-        };
-        head.extend_from_slice(bytes);
-        if let Some(end) = find_blank_line(head) {
-            if has_length_anomaly(&head[..end]) {
-                self.watch.anomaly.store(true, Ordering::Release);
+            Framing::ChunkSize(line) => {
+                let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
+                    line.extend_from_slice(bytes);
+                    let next = (line.len() > MAX_CHUNK_LINE).then_some(Framing::Off);
+                    return (bytes.len(), next);
+                };
+                line.extend_from_slice(&bytes[..newline]);
+                let next = match chunk_size(line) {
+                    // The last chunk: then trailers, up to a blank line.
+                    Some(0) => Framing::Trailers(b"\r\n".to_vec()),
+                    // Data, then the CRLF that ends it.
+                    Some(size) => Framing::ChunkData(size.saturating_add(2)),
+                    None => Framing::Off,
+                };
+                (newline + 1, Some(next))
             }
-            self.state = State::Passing;
-        } else if head.len() > MAX_HEAD {
-            self.state = State::Passing;
+            Framing::Trailers(trailers) => {
+                let (used, line_end) = take_until_blank_line(trailers, bytes);
+                let next = match line_end {
+                    Some(_) => Some(Framing::Head(Vec::new())),
+                    None => (trailers.len() > self.max_head).then_some(Framing::Off),
+                };
+                (used, next)
+            }
         }
     }
 }
 
-fn find_blank_line(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .map(|at| at + 4)
+/// Appends bytes to `buffer` up to and including its first CRLF CRLF; how many were taken,
+/// and where the blank line ends in `buffer` when it was found. Only the new bytes (and the
+/// three before them) are searched: a head sent a byte at a time costs linear time.
+fn take_until_blank_line(buffer: &mut Vec<u8>, bytes: &[u8]) -> (usize, Option<usize>) {
+    let start = buffer.len().saturating_sub(3);
+    buffer.extend_from_slice(bytes);
+    match buffer[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => {
+            let end = start + at + 4;
+            let used = bytes.len() - (buffer.len() - end);
+            buffer.truncate(end);
+            (used, Some(end))
+        }
+        None => (bytes.len(), None),
+    }
 }
 
-/// Both `Content-Length` and `Transfer-Encoding`, or either one twice.
-fn has_length_anomaly(head: &[u8]) -> bool {
-    let mut fields = vec![httparse::EMPTY_HEADER; MAX_FIELDS];
+/// `1a;ext=x\r` -> 26. `None` for anything hyper would refuse.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r")?;
+    let digits = line.split(|b| *b == b';').next()?.trim_ascii();
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// The verdict on a complete head, and how its body is framed; `None` when it does not parse
+/// (hyper refuses it too) or asks to switch protocols.
+fn judge_head(head: &[u8], max_fields: usize) -> Option<HeadVerdict> {
+    let mut fields = vec![httparse::EMPTY_HEADER; max_fields];
     let mut request = httparse::Request::new(&mut fields);
     if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false; // hyper answers what it cannot parse
+        return None;
     }
-    let count = |name: &str| {
-        request
-            .headers
+    let headers: &[httparse::Header<'_>] = request.headers;
+    let named = |name: &'static str| {
+        headers
             .iter()
-            .filter(|field| field.name.eq_ignore_ascii_case(name))
-            .count()
+            .filter(move |field| field.name.eq_ignore_ascii_case(name))
     };
-    let (lengths, encodings) = (count("content-length"), count("transfer-encoding"));
-    (lengths > 0 && encodings > 0) || lengths > 1 || encodings > 1
+    let lengths = named("content-length").count();
+    let encodings = named("transfer-encoding").count();
+    let anomaly = (lengths > 0 && encodings > 0) || lengths > 1 || encodings > 1;
+    if named("upgrade").next().is_some() || request.method == Some("CONNECT") {
+        // After a 101 the bytes are a tunnel's; a refused upgrade closes the connection.
+        return Some(HeadVerdict {
+            anomaly,
+            next: Framing::Off,
+        });
+    }
+    // RFC 9112 section 6.3: Transfer-Encoding wins over Content-Length.
+    let next = if encodings > 0 {
+        Framing::ChunkSize(Vec::new())
+    } else if let Some(field) = named("content-length").next() {
+        let length = std::str::from_utf8(field.value).ok()?.trim().parse().ok()?;
+        match length {
+            0 => Framing::Head(Vec::new()),
+            length => Framing::Body(length),
+        }
+    } else {
+        Framing::Head(Vec::new())
+    };
+    Some(HeadVerdict { anomaly, next })
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Sniffed<T> {
@@ -139,12 +262,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) && matches!(self.state, State::Passing) {
-            // A response is going out: what is read next starts another request.
-            self.state = State::Fresh;
-        }
-        result
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -152,11 +270,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) && matches!(self.state, State::Passing) {
-            self.state = State::Fresh;
-        }
-        result
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -176,23 +290,62 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn length_anomalies() {
-        let head = |fields: &str| format!("POST / HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
-        assert!(!has_length_anomaly(
-            head("Content-Length: 5\r\n").as_bytes()
-        ));
-        assert!(!has_length_anomaly(
-            head("Transfer-Encoding: chunked\r\n").as_bytes()
-        ));
-        for fields in [
-            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
-            "Content-Length: 5\r\nContent-Length: 5\r\n",
-            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-            "content-length: 0\r\nTRANSFER-ENCODING: identity\r\n",
-        ] {
-            assert!(has_length_anomaly(head(fields).as_bytes()), "{fields}");
+    fn verdicts(stream: &[u8], split: usize) -> (Vec<bool>, bool) {
+        let (mut sniffed, watch) = Sniffed::new((), 64 * 1024, 100);
+        for piece in stream.chunks(split) {
+            sniffed.observe(piece);
         }
+        let off = matches!(sniffed.framing, Framing::Off);
+        let verdicts = watch.verdicts.lock().unwrap().iter().copied().collect();
+        (verdicts, off)
+    }
+
+    #[test]
+    fn every_pipelined_head_gets_a_verdict_in_order() {
+        let stream = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+            POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+            POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n\
+            5;ext=1\r\nhello\r\n0\r\nTrailer: t\r\n\r\n\
+            POST /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+            GET /e HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nz";
+        for split in [1, 3, 7, stream.len()] {
+            let (verdicts, off) = verdicts(stream, split);
+            assert_eq!(verdicts, [false, false, true, false, true], "split {split}");
+            assert!(!off);
+        }
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_head_is_not_judged() {
+        let body = b"X / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        stream.extend_from_slice(body);
+        stream.extend_from_slice(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(verdicts(&stream, 5).0, [false, false]);
+    }
+
+    #[test]
+    fn http2_upgrades_and_garbage_stop_the_sniffer() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(verdicts(preface, 1), (vec![], true));
+        let upgrade = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(verdicts(upgrade, 4), (vec![false], true));
+        assert!(verdicts(b"\x16\x03\x01garbage\r\n\r\n", 3).1);
+        let bad_chunk = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(verdicts(bad_chunk, 2), (vec![false], true));
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a\r"), Some(26));
+        assert_eq!(chunk_size(b"1A;name=value\r"), Some(26));
+        assert_eq!(chunk_size(b"0\r"), Some(0));
+        assert_eq!(chunk_size(b"ffffffffffffffffff\r"), None);
+        assert_eq!(chunk_size(b"1a"), None);
+        assert_eq!(chunk_size(b"\r"), None);
     }
 }
