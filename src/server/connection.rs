@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -43,6 +43,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `started` of the last request's start or end.
     last_change_ms: AtomicU64,
+    /// A first request has begun.
+    begun: AtomicBool,
 }
 
 /// Held while one request is being answered.
@@ -56,11 +58,13 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_change_ms: AtomicU64::new(0),
+            begun: AtomicBool::new(false),
         })
     }
 
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.begun.store(true, Ordering::Release);
         self.touch();
         InFlight(Arc::clone(self))
     }
@@ -71,12 +75,22 @@ impl Activity {
     }
 
     /// When the connection counts as idle if nothing starts before then; `None` while busy.
-    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+    /// Before its first request, a connection has no longer than the header-read timeout
+    /// (counted from accept, the TLS handshake included): hyper's HTTP/1 header timer only
+    /// starts once a first byte has told HTTP/1 from HTTP/2, and HTTP/2 has none, so a
+    /// connection that sends nothing, or half an HTTP/2 preface, would otherwise stay open
+    /// for the whole idle timeout.
+    fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let last = Duration::from_millis(self.last_change_ms.load(Ordering::Acquire));
-        Some(self.started + last + idle)
+        let idle = self.started + last + limits.idle_timeout;
+        if self.begun.load(Ordering::Acquire) {
+            Some(idle)
+        } else {
+            Some(idle.min(self.started + limits.header_read_timeout))
+        }
     }
 }
 
@@ -125,7 +139,7 @@ pub async fn serve<I, S>(
     let mut connection = pin!(connection);
     let mut draining = false;
     loop {
-        let idle_deadline = activity.idle_deadline(limits.idle_timeout);
+        let idle_deadline = activity.idle_deadline(limits);
         // While busy, look again after a full idle period.
         let wake = idle_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
         tokio::select! {
@@ -141,7 +155,7 @@ pub async fn serve<I, S>(
             }
             () = lifecycle.abort.cancelled() => return,
             () = tokio::time::sleep_until(wake), if !draining => {
-                if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                if activity.idle_deadline(limits).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!("closing an idle connection");
                     draining = true;
                     connection.as_mut().graceful_shutdown();
