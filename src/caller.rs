@@ -9,12 +9,23 @@ use aws_lc_rs::digest::{SHA256, digest};
 use crate::config::{CallerConfig, CallerCredential, CertSubject};
 
 /// The callers of one configuration, ready for lookups.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CallerTable {
     /// SHA-256 of each API key, with its caller's name. Digests of equal length make every
     /// comparison take the same time, whatever the presented key.
     api_keys: Vec<([u8; 32], Arc<str>)>,
     subjects: Vec<(CertSubject, Arc<str>)>,
+}
+
+// Key digests are not printed: an unsalted digest of a short key can be searched for.
+impl std::fmt::Debug for CallerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keyed: Vec<&str> = self.api_keys.iter().map(|(_, name)| &**name).collect();
+        f.debug_struct("CallerTable")
+            .field("api_key_callers", &keyed)
+            .field("subjects", &self.subjects)
+            .finish()
+    }
 }
 
 /// A presented credential that names no caller.

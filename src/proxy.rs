@@ -21,6 +21,8 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{CertSubject, Limits, RouteConfig};
 use crate::route::{
@@ -28,7 +30,7 @@ use crate::route::{
 };
 use crate::server::HeadWatch;
 use crate::state::{SharedState, State};
-use crate::upstream::{ProxyBody, strip_hop_by_hop};
+use crate::upstream::{BoxError, ProxyBody, strip_hop_by_hop};
 
 pub use error::{ProxyError, RELAY_ERROR_HEADER};
 pub use gate::Caller;
@@ -68,17 +70,40 @@ pub struct Proxy {
 }
 
 /// What the listener knows about the caller's connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The connection arrived on a loopback address (also through a `0.0.0.0` listener): the
+    /// caller is on this host, where browsers and DNS rebinding reach too.
+    pub local_loopback: bool,
     /// Index of the listener in the config.
     pub listener: usize,
     /// `http` or `https`: how the caller reached authrelay.
     pub scheme: &'static str,
-    /// Subject of the client certificate a `client_ca` listener verified.
-    pub subject: Option<Arc<CertSubject>>,
-    /// What the connection's head sniffer saw of the request head.
+    /// The client certificate a `client_ca` listener verified.
+    pub certificate: PeerCertificate,
+    /// What the connection's head sniffer saw of the request heads.
     pub head: Arc<HeadWatch>,
+    /// Where an upgraded connection's tunnel lives on.
+    pub scope: ConnectionScope,
+}
+
+/// A verified client certificate, as far as naming a caller goes.
+#[derive(Debug, Clone)]
+pub enum PeerCertificate {
+    None,
+    Subject(Arc<CertSubject>),
+    /// Verified, but its subject could not be read (an unusual string type): it names nobody.
+    Unreadable,
+}
+
+/// What a tunnel must hold to count as its connection: the connection's slot under
+/// `max_connections`, the task set shutdown waits for, and the signal that ends the grace.
+#[derive(Clone)]
+pub struct ConnectionScope {
+    pub slot: Arc<dyn std::any::Any + Send + Sync>,
+    pub tasks: TaskTracker,
+    pub abort: CancellationToken,
 }
 
 // === impl Proxy ===
@@ -238,7 +263,8 @@ async fn forward(
     if let Some((_, Some(caller_side))) = upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
-        tunnel(caller_side, hyper::upgrade::on(&mut response), &route.name);
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tunnel(caller_side, upstream_side, &route.name, peer.scope.clone());
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, ProxyBody::default()));
     }
@@ -252,19 +278,27 @@ async fn forward(
 
 /// Copies bytes both ways between the caller's and the upstream's upgraded connections until
 /// either side closes. Credentials went into the upgrade request only; the tunnel adds none.
-fn tunnel(caller: OnUpgrade, upstream: OnUpgrade, route: &str) {
+///
+/// The tunnel keeps its connection's `max_connections` slot, and shutdown waits for it until the
+/// grace period ends, then closes it.
+fn tunnel(caller: OnUpgrade, upstream: OnUpgrade, route: &str, scope: ConnectionScope) {
     let route = route.to_owned();
-    tokio::spawn(async move {
-        let (caller, upstream) = match tokio::try_join!(caller, upstream) {
-            Ok(both) => both,
-            Err(error) => {
-                tracing::debug!(%route, %error, "upgrade did not complete");
-                return;
-            }
+    let ConnectionScope { slot, tasks, abort } = scope;
+    tasks.spawn(async move {
+        let _slot = slot;
+        let copy = async {
+            let (caller, upstream) = tokio::try_join!(caller, upstream)?;
+            let (mut caller, mut upstream) = (TokioIo::new(caller), TokioIo::new(upstream));
+            tokio::io::copy_bidirectional(&mut caller, &mut upstream)
+                .await
+                .map_err(BoxError::from)?;
+            Ok::<_, BoxError>(())
         };
-        let (mut caller, mut upstream) = (TokioIo::new(caller), TokioIo::new(upstream));
-        if let Err(error) = tokio::io::copy_bidirectional(&mut caller, &mut upstream).await {
-            tracing::debug!(%route, %error, "upgraded connection ended with an error");
+        tokio::select! {
+            result = copy => if let Err(error) = result {
+                tracing::debug!(%route, %error, "upgraded connection ended with an error");
+            },
+            () = abort.cancelled() => tracing::debug!(%route, "closing an upgraded connection at shutdown"),
         }
     });
 }

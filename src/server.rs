@@ -19,16 +19,16 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::{Service, service_fn};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::caller::certificate_subject;
-use crate::config::{CallerCredential, CertSubject, Config, Limits};
+use crate::config::{CallerCredential, Config, Limits};
 use crate::metrics::{Metrics, MetricsError, Registry};
-use crate::proxy::{Peer, Proxy};
+use crate::proxy::{ConnectionScope, Peer, PeerCertificate, Proxy};
 use crate::reload::Reloader;
 use crate::state::{SharedState, State, StateError};
 use connection::{Activity, Lifecycle};
@@ -42,6 +42,8 @@ pub use sniff::HeadWatch;
 const TOKEN_REQUEST_BOUND: Duration = Duration::from_secs(15);
 /// The `X-Relay-Error` code of a connection refused at `max_connections`.
 const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+/// How long a refused connection is read from before it is closed.
+const OVER_LIMIT_DRAIN: Duration = Duration::from_secs(1);
 /// Sent on a plain listener at `max_connections`, before closing: clearer than a reset.
 const TOO_MANY_CONNECTIONS_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nx-relay-error: too_many_connections\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
@@ -166,6 +168,7 @@ impl Server {
                 proxy: proxy.clone(),
                 open: Arc::new(AtomicUsize::new(0)),
                 lifecycle: lifecycle.clone(),
+                tasks: connections.clone(),
             };
             accept_loops.push(tokio::spawn(accept_loop(
                 listener,
@@ -237,6 +240,8 @@ struct Front {
     proxy: Proxy,
     open: Arc<AtomicUsize>,
     lifecycle: Lifecycle,
+    /// The connection tasks (and tunnels) shutdown waits for.
+    tasks: TaskTracker,
 }
 
 /// Counts a connection as open until dropped.
@@ -264,21 +269,37 @@ impl Front {
         drop(state);
 
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        let _open = OpenConnection(Arc::clone(&self.open));
+        // Shared with an upgraded connection's tunnel, which outlives the HTTP connection.
+        let slot = Arc::new(OpenConnection(Arc::clone(&self.open)));
         if open > limits.max_connections {
             self.state.load().metrics.relay_error(TOO_MANY_CONNECTIONS);
             if tls.is_none() {
-                let mut stream = stream;
-                let _ = stream.write_all(TOO_MANY_CONNECTIONS_RESPONSE).await;
-                let _ = stream.shutdown().await;
+                refuse_over_limit(stream).await;
             }
             return;
         }
+        let local_loopback = stream
+            .local_addr()
+            .is_ok_and(|local| local.ip().is_loopback());
         let activity = Activity::new();
+        let peer = |scheme, certificate, head| Peer {
+            addr,
+            local_loopback,
+            listener: self.index,
+            scheme,
+            certificate,
+            head,
+            scope: ConnectionScope {
+                slot: slot.clone(),
+                tasks: self.tasks.clone(),
+                abort: self.lifecycle.abort.clone(),
+            },
+        };
         match tls {
             None => {
                 let (io, head) = sniffed(stream, &limits);
-                let service = self.service(addr, "http", None, head, &activity);
+                let peer = peer("http", PeerCertificate::None, head);
+                let service = self.service(peer, &activity);
                 connection::serve(io, service, &limits, &activity, &self.lifecycle).await;
             }
             Some(server_config) => {
@@ -295,15 +316,15 @@ impl Front {
                         return;
                     }
                 };
-                let subject = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|cert| certificate_subject(cert))
-                    .map(Arc::new);
+                let certificate = match stream.get_ref().1.peer_certificates() {
+                    Some([leaf, ..]) => match certificate_subject(leaf) {
+                        Some(subject) => PeerCertificate::Subject(Arc::new(subject)),
+                        None => PeerCertificate::Unreadable,
+                    },
+                    _ => PeerCertificate::None,
+                };
                 let (io, head) = sniffed(stream, &limits);
-                let service = self.service(addr, "https", subject, head, &activity);
+                let service = self.service(peer("https", certificate, head), &activity);
                 connection::serve(io, service, &limits, &activity, &self.lifecycle).await;
             }
         }
@@ -311,10 +332,7 @@ impl Front {
 
     fn service(
         &self,
-        addr: SocketAddr,
-        scheme: &'static str,
-        subject: Option<Arc<CertSubject>>,
-        head: Arc<HeadWatch>,
+        peer: Peer,
         activity: &Arc<Activity>,
     ) -> impl Service<
         Request<Incoming>,
@@ -323,13 +341,6 @@ impl Front {
         Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + use<>,
     > + Send
     + use<> {
-        let peer = Peer {
-            addr,
-            listener: self.index,
-            scheme,
-            subject,
-            head,
-        };
         let proxy = self.proxy.clone();
         let activity = Arc::clone(activity);
         service_fn(move |request| {
@@ -338,11 +349,23 @@ impl Front {
             let in_flight = activity.begin();
             async move {
                 let response = proxy.handle(request, &peer).await;
-                drop(in_flight);
-                Ok::<_, Infallible>(response)
+                // In flight until the last byte of the response body is sent (or dropped).
+                Ok::<_, Infallible>(
+                    response.map(|body| connection::hold_until_end(body, in_flight)),
+                )
             }
         })
     }
+}
+
+/// At `max_connections`: a short answer rather than a reset. The request is read (briefly)
+/// first, so closing does not reset the connection before the client reads the answer.
+async fn refuse_over_limit(mut stream: TcpStream) {
+    let _ = stream.write_all(TOO_MANY_CONNECTIONS_RESPONSE).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(OVER_LIMIT_DRAIN, drain).await;
 }
 
 /// API keys sent over plain HTTP across a network can be read by anyone on the path.

@@ -49,9 +49,19 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Pooled clients to the upstreams of one configuration.
 pub struct Upstream {
-    default: HttpsClient,
-    /// Providers with their own `ca` get their own pool, kept with the roots it trusts.
-    by_provider: HashMap<String, (Vec<CertificateDer<'static>>, HttpsClient)>,
+    default: Pools,
+    /// Providers with their own `ca` get their own pools, kept with the roots they trust.
+    by_provider: HashMap<String, (Vec<CertificateDer<'static>>, Pools)>,
+}
+
+/// The clients of one trust profile.
+#[derive(Clone)]
+struct Pools {
+    /// HTTP/1.1 or HTTP/2, as ALPN decides.
+    any: HttpsClient,
+    /// HTTP/1.1 only, for upgrade requests: HTTP/2 has no `Upgrade`, and hyper's HTTP/2 client
+    /// would drop it, sending a plain credentialed GET instead.
+    http1: HttpsClient,
 }
 
 /// Why the upstream gave no response.
@@ -79,7 +89,7 @@ impl Upstream {
     pub fn build(config: &Config, previous: Option<&Upstream>) -> Result<Upstream, TrustError> {
         let default = match previous {
             Some(previous) => previous.default.clone(),
-            None => client(trust::client_config(None)?),
+            None => Pools::new(trust::client_config(None)?),
         };
         let mut by_provider = HashMap::new();
         for (name, provider) in &config.providers {
@@ -89,7 +99,7 @@ impl Upstream {
                 .filter(|(certs, _)| *certs == ca.certs);
             let pool = match kept {
                 Some((_, pool)) => pool.clone(),
-                None => client(trust::client_config(Some(ca))?),
+                None => Pools::new(trust::client_config(Some(ca))?),
             };
             by_provider.insert(name.clone(), (ca.certs.clone(), pool));
         }
@@ -106,10 +116,15 @@ impl Upstream {
         route: &RouteConfig,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = self
+        let pools = self
             .by_provider
             .get(&route.provider)
-            .map_or(&self.default, |(_, pool)| pool);
+            .map_or(&self.default, |(_, pools)| pools);
+        let client = if request.headers().contains_key(header::UPGRADE) {
+            &pools.http1
+        } else {
+            &pools.any
+        };
         match tokio::time::timeout(route.timeout, client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(route.timeout)),
             Ok(Ok(response)) => Ok(response),
@@ -126,17 +141,29 @@ impl Upstream {
     }
 }
 
-fn client(tls: rustls::ClientConfig) -> HttpsClient {
+impl Pools {
+    fn new(tls: rustls::ClientConfig) -> Pools {
+        Pools {
+            any: client(tls.clone(), true),
+            http1: client(tls, false),
+        }
+    }
+}
+
+fn client(tls: rustls::ClientConfig, http2: bool) -> HttpsClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+        .enable_http1();
+    let https = if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)

@@ -199,6 +199,26 @@ async fn dns_rebinding_hosts_are_misdirected_and_loopback_or_route_hosts_served(
 }
 
 #[tokio::test]
+async fn a_wildcard_listener_reached_over_loopback_checks_the_host_too() {
+    let vendor = sandbox().await;
+    // 0.0.0.0 is bound but only ever reached through 127.0.0.1 here.
+    let yaml = KEYED_YAML
+        .replace(
+            r#"listeners: [{ bind: "127.0.0.1:0" }]"#,
+            r#"listeners: [{ bind: "0.0.0.0:0", allow_anonymous: true }]"#,
+        )
+        .replace("callers:\n  - { name: billing, api_key: billing-key-0123456789abcdef }\n  - { name: crm, api_key: crm-key-0123456789abcdef0123 }\n", "")
+        .replace(", callers: [billing]", "");
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    let local = SocketAddr::from(([127, 0, 0, 1], proxy.addr.port()));
+    let answer = support_raw_get(local, "/partner/x", "evil.example").await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let answer = support_raw_get(local, "/partner/x", "localhost").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(vendor.stats().api_requests, 1);
+}
+
+#[tokio::test]
 async fn browser_cross_site_requests_are_refused_unless_their_origin_is_configured() {
     let vendor = sandbox().await;
     let yaml = KEYED_YAML
@@ -372,6 +392,15 @@ async fn mtls_callers_are_known_by_their_certificate_subject() {
         [format!("Bearer {PAT}")]
     );
     assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["https"]);
+
+    // A browser holding the certificate presents it on any page's requests: cross-site refused.
+    let response = crm
+        .get(url("/crm-only/x"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_relay_error(&response, 403, "cross_site");
 
     // A certificate from the callers' CA whose subject names no caller: known CA, unknown caller.
     let other = tls_client(

@@ -985,7 +985,17 @@ async fn a_silent_connection_is_closed_by_the_header_read_timeout() {
     let silent = TcpStream::connect(fx.addr()).await.unwrap();
     let mut preface = TcpStream::connect(fx.addr()).await.unwrap();
     preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    for (name, stream) in [("silent", silent), ("partial h2 preface", preface)] {
+    // A whole preface and an empty SETTINGS frame, then silence: the GOAWAY's PING is never
+    // answered, so a graceful close alone would wait forever.
+    let mut deaf = TcpStream::connect(fx.addr()).await.unwrap();
+    deaf.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    for (name, stream) in [
+        ("silent", silent),
+        ("partial h2 preface", preface),
+        ("h2 that never answers", deaf),
+    ] {
         let (mut reader, _writer) = stream.into_split();
         let (closed, sent) = closed_by_server(&mut reader).await;
         assert!(closed, "{name} connection still open after {PATIENCE:?}");

@@ -96,3 +96,59 @@ async fn upgrades_are_refused_without_the_opt_in_and_h2c_always() {
         "a refused upgrade reached the vendor"
     );
 }
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_connection_slot() {
+    let vendor = sandbox().await;
+    let yaml = YAML.replace(
+        r#"listeners: [{ bind: "127.0.0.1:0" }]"#,
+        r#"listeners: [{ bind: "127.0.0.1:0", limits: { max_connections: 1, idle_timeout: 1s } }]"#,
+    );
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    let mut tunnel = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = send_head(&mut tunnel, &upgrade_head("/ws/_upgrade", "websocket")).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    // The HTTP connection has become a tunnel: it still holds the listener's only slot...
+    let mut second = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = send_head(
+        &mut second,
+        "GET /partner/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.contains("x-relay-error: too_many_connections"),
+        "{head}"
+    );
+
+    // ...and still works, idle timeout or not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), tunnel.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    // Once it closes, the slot is free again.
+    drop(tunnel);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut next = TcpStream::connect(proxy.addr).await.unwrap();
+        let head = send_head(
+            &mut next,
+            "GET /partner/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        )
+        .await;
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never freed: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

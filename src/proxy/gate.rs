@@ -13,8 +13,8 @@ use http::header::{
 use http::request::Parts;
 use http::{Uri, Version};
 
-use super::{Peer, ProxyError};
-use crate::config::{Limits, ListenerConfig, RouteConfig};
+use super::{Peer, PeerCertificate, ProxyError};
+use crate::config::{Limits, RouteConfig};
 use crate::state::State;
 
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -23,20 +23,39 @@ const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 /// Who sent a request: a configured caller's name, or nobody in particular.
 pub type Caller = Option<Arc<str>>;
 
+/// How the caller was told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdentifiedBy {
+    ApiKey,
+    Certificate,
+    Nothing,
+}
+
 /// Framing, limits and caller checks for one request; the caller it comes from.
 pub(super) fn admit(state: &State, parts: &Parts, peer: &Peer) -> Result<Caller, ProxyError> {
     check_method(parts)?;
     let listener = state.config.listeners.get(peer.listener);
     let limits = listener.map_or(&Limits::DEFAULT, |listener| &listener.limits);
     check_framing(parts, limits, peer)?;
-    let caller = identify(state, parts, peer)?;
-    if caller.is_none() {
+    let (caller, by) = identify(state, parts, peer)?;
+    match by {
+        // Browsers cannot set `Proxy-Authorization` cross-site.
+        IdentifiedBy::ApiKey => {}
+        // A browser holding the certificate presents it to any page's requests.
+        IdentifiedBy::Certificate => {
+            let origins = listener.map_or(&[][..], |listener| &listener.allowed_origins);
+            check_browser(origins, &parts.headers)?;
+        }
         // Authority that comes from merely reaching the port is what browsers can abuse.
-        let Some(listener) = listener.filter(|listener| listener.anonymous) else {
-            return Err(ProxyError::CallerUnknown);
-        };
-        check_host(state, listener, parts)?;
-        check_browser(listener, &parts.headers)?;
+        IdentifiedBy::Nothing => {
+            let Some(listener) = listener.filter(|listener| listener.anonymous) else {
+                return Err(ProxyError::CallerUnknown);
+            };
+            if peer.local_loopback {
+                check_host(state, parts)?;
+            }
+            check_browser(&listener.allowed_origins, &parts.headers)?;
+        }
     }
     Ok(caller)
 }
@@ -190,7 +209,11 @@ fn target_len(uri: &Uri) -> usize {
 /// The caller named by `Proxy-Authorization: Bearer <key>`, else by the client certificate.
 /// A key that names nobody is an error even where anonymous requests are served: the caller
 /// meant to be someone.
-fn identify(state: &State, parts: &Parts, peer: &Peer) -> Result<Caller, ProxyError> {
+fn identify(
+    state: &State,
+    parts: &Parts,
+    peer: &Peer,
+) -> Result<(Caller, IdentifiedBy), ProxyError> {
     let callers = &state.callers;
     let mut presented = parts.headers.get_all(PROXY_AUTHORIZATION).iter();
     // Without callers nobody is identified; the header is stripped like any hop-by-hop one.
@@ -199,17 +222,20 @@ fn identify(state: &State, parts: &Parts, peer: &Peer) -> Result<Caller, ProxyEr
             return Err(ProxyError::CallerUnknown);
         }
         let key = bearer_key(value.as_bytes()).ok_or(ProxyError::CallerUnknown)?;
-        return callers
+        let caller = callers
             .by_api_key(key)
-            .map(Some)
-            .map_err(|_| ProxyError::CallerUnknown);
+            .map_err(|_| ProxyError::CallerUnknown)?;
+        return Ok((Some(caller), IdentifiedBy::ApiKey));
     }
-    match &peer.subject {
-        Some(subject) => callers
-            .by_subject(subject)
-            .map(Some)
-            .map_err(|_| ProxyError::CallerUnknown),
-        None => Ok(None),
+    match &peer.certificate {
+        PeerCertificate::None => Ok((None, IdentifiedBy::Nothing)),
+        PeerCertificate::Subject(subject) => {
+            let caller = callers
+                .by_subject(subject)
+                .map_err(|_| ProxyError::CallerUnknown)?;
+            Ok((Some(caller), IdentifiedBy::Certificate))
+        }
+        PeerCertificate::Unreadable => Err(ProxyError::CallerUnknown),
     }
 }
 
@@ -220,10 +246,7 @@ fn bearer_key(value: &[u8]) -> Option<&[u8]> {
 
 /// DNS rebinding: a page on `evil.example`, re-pointed at 127.0.0.1, reaches a loopback
 /// listener with `Host: evil.example`. Loopback names and configured route hosts are ours.
-fn check_host(state: &State, listener: &ListenerConfig, parts: &Parts) -> Result<(), ProxyError> {
-    if !listener.is_loopback() {
-        return Ok(());
-    }
+fn check_host(state: &State, parts: &Parts) -> Result<(), ProxyError> {
     // An absolute-form target names its host itself: routing answers it (404 unless a route
     // names that host). Browsers never send one.
     if parts.version < Version::HTTP_2 && parts.uri.scheme().is_some() {
@@ -268,11 +291,10 @@ fn is_loopback_name(host: &str) -> bool {
 
 /// A browser page elsewhere must not borrow our credentials: cross-site and same-site fetches
 /// and any `Origin` not configured are refused. Apps send neither header.
-fn check_browser(listener: &ListenerConfig, headers: &HeaderMap) -> Result<(), ProxyError> {
+fn check_browser(allowed_origins: &[String], headers: &HeaderMap) -> Result<(), ProxyError> {
     if let Some(origin) = headers.get(ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|origin| {
-            listener
-                .allowed_origins
+            allowed_origins
                 .iter()
                 .any(|allowed| allowed.eq_ignore_ascii_case(origin))
         });

@@ -8,7 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,13 +22,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
-use crate::upstream::ProxyBody;
+use crate::upstream::{BoxError, ProxyBody};
 
 /// hyper refuses a smaller read buffer; it also bounds a request head.
 const MIN_BUF: usize = 8192;
 /// Room for the request line and framing beyond the configured header and target sizes, so
 /// that the proxy's own checks (with their clear codes) see everything up to the limits.
 const HEAD_SLACK: usize = 1024;
+/// After closing an idle connection gracefully, how long the client has to go (an HTTP/2
+/// client that never answers the GOAWAY's PING would otherwise hold it forever).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Concurrent HTTP/2 streams per connection.
 const MAX_STREAMS: u32 = 256;
 
@@ -138,11 +146,16 @@ pub async fn serve<I, S>(
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = pin!(connection);
     let mut draining = false;
+    let mut hard_stop: Option<Instant> = None;
     loop {
         let idle_deadline = activity.idle_deadline(limits);
         // While busy, look again after a full idle period.
         let wake = idle_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
         tokio::select! {
+            () = sleep_until_some(hard_stop) => {
+                tracing::debug!("closing an idle connection that did not go");
+                return;
+            }
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
@@ -158,9 +171,53 @@ pub async fn serve<I, S>(
                 if activity.idle_deadline(limits).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!("closing an idle connection");
                     draining = true;
+                    hard_stop = Some(Instant::now() + IDLE_CLOSE_GRACE);
                     connection.as_mut().graceful_shutdown();
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `body`, keeping `guard` until it has been sent whole or dropped: a long download is a
+/// request in flight, not an idle connection.
+pub fn hold_until_end(body: ProxyBody, guard: InFlight) -> ProxyBody {
+    HeldBody {
+        inner: body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct HeldBody {
+    inner: ProxyBody,
+    _guard: InFlight,
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

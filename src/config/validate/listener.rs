@@ -14,6 +14,13 @@ use super::byte_size::parse_byte_size;
 use super::{Problems, parse_bind, parse_duration, pem};
 use crate::trust::crypto_provider;
 
+/// Upper bounds that keep limits meaningful: hyper's buffers, the sniffer and timers are
+/// sized from them.
+const MAX_CONNECTIONS: usize = 1_000_000;
+const MAX_HEADERS: usize = 1000;
+const MAX_HEAD_SIZE: usize = 1024 * 1024;
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 const NOT_LOOPBACK: &str = "is not a loopback address, so anyone who reaches it would call vendors with our credentials: configure `callers` (API keys or certificate subjects) or write `allow_anonymous: true` on this listener";
 
 /// Checks every listener; `callers_configured` tells whether requests can authenticate.
@@ -167,15 +174,15 @@ fn limits(file: Option<&LimitsFile>, path: &str, problems: &mut Problems) -> Opt
         return Some(defaults);
     };
     let path = format!("{path}.limits");
-    let count = |problems: &mut Problems, name: &str, text: &Option<String>, default: usize| {
+    let count = |problems: &mut Problems, name: &str, text: &Option<String>, default, max| {
         let Some(text) = text else {
             return Some(default);
         };
         let parsed = text
             .parse::<usize>()
             .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("`{text}` is not a whole number greater than zero"));
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("`{text}` is not a whole number from 1 to {max}"));
         problems.check(format!("{path}.{name}"), parsed)
     };
     let size = |problems: &mut Problems, name: &str, text: &Option<String>, default: usize| {
@@ -183,8 +190,10 @@ fn limits(file: Option<&LimitsFile>, path: &str, problems: &mut Problems) -> Opt
             return Some(default);
         };
         let parsed = parse_byte_size(text).and_then(|n| match usize::try_from(n) {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("`{text}` must be greater than zero")),
+            Ok(n) if (1..=MAX_HEAD_SIZE).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{text}` must be greater than zero and at most 1MiB"
+            )),
         });
         problems.check(format!("{path}.{name}"), parsed)
     };
@@ -192,7 +201,11 @@ fn limits(file: Option<&LimitsFile>, path: &str, problems: &mut Problems) -> Opt
         let Some(text) = text else {
             return Some(default);
         };
-        problems.check(format!("{path}.{name}"), parse_duration(text))
+        let parsed = parse_duration(text).and_then(|duration| match duration <= MAX_TIMEOUT {
+            true => Ok(duration),
+            false => Err(format!("`{text}` is longer than a day")),
+        });
+        problems.check(format!("{path}.{name}"), parsed)
     };
     // Every field is checked before any is given up on, so one run reports them all.
     let max_connections = count(
@@ -200,12 +213,14 @@ fn limits(file: Option<&LimitsFile>, path: &str, problems: &mut Problems) -> Opt
         "max_connections",
         &file.max_connections,
         defaults.max_connections,
+        MAX_CONNECTIONS,
     );
     let max_headers = count(
         problems,
         "max_headers",
         &file.max_headers,
         defaults.max_headers,
+        MAX_HEADERS,
     );
     let max_header_bytes = size(
         problems,
