@@ -285,11 +285,12 @@ fn normalize_path_prefix(text: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
 }
 
-/// A DNS name or an IP address, lower-cased, without port, scheme or path.
+/// A DNS name, lower-cased, or an IP address in canonical form; without port, scheme or path.
 fn normalize_host(text: &str) -> Result<String, String> {
     let host = text.to_ascii_lowercase();
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(host);
+    // Canonical (`0:0::1` is `::1`), so routes naming one address in two spellings overlap.
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip.to_string());
     }
     let hint = if host.contains("://") || host.contains('/') {
         " (no scheme or path: only the host name)"

@@ -69,6 +69,8 @@ fn hosts_are_lower_case_names_or_addresses() {
     assert_eq!(normalize_host("example.com."), Ok("example.com".into()));
     assert_eq!(normalize_host("127.0.0.1"), Ok("127.0.0.1".into()));
     assert_eq!(normalize_host("::1"), Ok("::1".into()));
+    assert_eq!(normalize_host("0:0:0:0:0:0:0:1"), Ok("::1".into()));
+    assert_eq!(normalize_host("2001:DB8::0:1"), Ok("2001:db8::1".into()));
     for bad in [
         "",
         "api.example.com:443",
