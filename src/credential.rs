@@ -24,9 +24,11 @@ use crate::store::{CredentialKey, StoreError, TokenStore};
 use crate::trust;
 
 pub use cache::{CacheError, Lookup, TokenCache};
+/// For [`crate::fuzzing`] only.
+pub(crate) use grant::classify;
 pub use grant::{GrantError, TokenClient, retry_after};
 pub use status::{ProviderState, ProviderStatus};
-pub use token::{AccessToken, LifetimeSource, TokenResponseError};
+pub use token::{AccessToken, Issued, LifetimeSource, TokenResponseError};
 
 /// A static token never expires on our side (the vendor's 401 says otherwise); a century stands
 /// for "never" without overflowing `Instant`.

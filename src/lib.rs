@@ -17,6 +17,8 @@ pub mod caller;
 pub mod config;
 pub mod credential;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod operate;
 pub mod proxy;

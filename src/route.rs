@@ -4,6 +4,7 @@
 //! the query, and the normalized path is also what is forwarded, so the upstream cannot be made to
 //! see a different path than the one that chose the route.
 
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use http::{Method, Uri};
@@ -84,7 +85,7 @@ impl RouteTable {
 fn matches(route: &RouteConfig, request: &RouteRequest<'_>) -> bool {
     let matcher = &route.matcher;
     let host_ok = match (&matcher.host, request.host) {
-        (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+        (Some(want), Some(got)) => host_matches(want, got),
         (Some(_), None) => false,
         (None, _) => !request.absolute_form,
     };
@@ -93,6 +94,21 @@ fn matches(route: &RouteConfig, request: &RouteRequest<'_>) -> bool {
         .as_ref()
         .is_none_or(|methods| methods.contains(request.method));
     host_ok && method_ok && prefix_matches(&matcher.path_prefix, request.path)
+}
+
+/// True when the request's host is the route's. An IPv6 literal arrives bracketed (`[::1]`, as
+/// the authority and `Host` write it) while a route names it bare and canonical (`::1`), so it is
+/// compared as an address.
+fn host_matches(want: &str, got: &str) -> bool {
+    match got
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+    {
+        Some(inner) => inner
+            .parse::<Ipv6Addr>()
+            .is_ok_and(|ip| want.parse::<Ipv6Addr>() == Ok(ip)),
+        None => want.eq_ignore_ascii_case(got),
+    }
 }
 
 /// True when `path` is `prefix` or lies below it at a segment boundary (`/a` takes `/a/b`, not `/ab`).

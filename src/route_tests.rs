@@ -182,3 +182,37 @@ fn paths_an_upstream_could_read_differently_are_refused() {
         assert_eq!(normalize_path(path), None, "{path}");
     }
 }
+
+/// Found by `fuzz/fuzz_targets/route_match.rs` (input `GET /x`, `Host: [::1]:8080`, routes
+/// `/x ::1` and `/x`): a route naming an IPv6 host took no request, because the request's host
+/// keeps its brackets and the route's does not.
+#[test]
+fn ipv6_host_routes_match_bracketed_request_hosts() {
+    let table = RouteTable::new([
+        route("v6", "/x", Some("::1"), None),
+        route("any", "/x", None, None),
+    ]);
+    let get = Method::GET;
+    let uri: Uri = "/x".parse().unwrap();
+    for header in ["[::1]:8080", "[::1]", "[0:0::1]", "[0:0:0:0:0:0:0:1]:80"] {
+        let request = RouteRequest {
+            host: request_host(&uri, Some(header)),
+            ..origin(&get, "/x")
+        };
+        assert_eq!(name(table.match_request(request)), Ok("v6"), "{header}");
+    }
+    let absolute: Uri = "http://[::1]:8080/x".parse().unwrap();
+    let request = RouteRequest {
+        host: request_host(&absolute, None),
+        absolute_form: true,
+        ..origin(&get, "/x")
+    };
+    assert_eq!(name(table.match_request(request)), Ok("v6"));
+    for other in ["[::2]", "[::1", "::1]", "[not-an-address]", "[127.0.0.1]"] {
+        let request = RouteRequest {
+            host: Some(other),
+            ..origin(&get, "/x")
+        };
+        assert_eq!(name(table.match_request(request)), Ok("any"), "{other}");
+    }
+}

@@ -284,7 +284,8 @@ fn parse_method(text: &str) -> Result<Method, String> {
 }
 
 /// `/api/v1/` -> `/api/v1`; the root stays `/`. Refuses what a request path could not equal
-/// once normalised (`.`/`..` segments, `//`) and what is not a path (`?`, `#`, spaces).
+/// once normalised (`.`/`..` segments, also encoded, `//`, `%2F`, `%5C`, `%00`) and what is not a
+/// path (`?`, `#`, spaces).
 fn normalize_path_prefix(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
         return Err(format!("`{text}` must start with /"));
@@ -295,11 +296,25 @@ fn normalize_path_prefix(text: &str) -> Result<String, String> {
     if text.contains("//") {
         return Err(format!("`{text}` must not contain //"));
     }
-    if text
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    // What `route::normalize_path` resolves in a request path: `.` and `..`, also as `%2e` and
+    // with `;` parameters.
+    let dot_segment = |segment: &str| {
+        let bare = segment.split(';').next().unwrap_or_default();
+        let bare = bare.to_ascii_lowercase().replace("%2e", ".");
+        bare == "." || bare == ".."
+    };
+    if text.split('/').any(dot_segment) {
         return Err(format!("`{text}` must not contain . or .. segments"));
+    }
+    // And what it refuses: a request path holding these never reaches a route.
+    let lower = text.to_ascii_lowercase();
+    if ["%2f", "%5c", "%00"]
+        .iter()
+        .any(|code| lower.contains(code))
+    {
+        return Err(format!(
+            "`{text}` must not contain %2F, %5C or %00: requests holding them are refused"
+        ));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c);
     if let Some(c) = text.chars().find(|c| !allowed(*c)) {
@@ -311,11 +326,12 @@ fn normalize_path_prefix(text: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
 }
 
-/// A DNS name or an IP address, lower-cased, without port, scheme or path.
+/// A DNS name, lower-cased, or an IP address in canonical form; without port, scheme or path.
 fn normalize_host(text: &str) -> Result<String, String> {
     let host = text.to_ascii_lowercase();
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(host);
+    // Canonical (`0:0::1` is `::1`), so routes naming one address in two spellings overlap.
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip.to_string());
     }
     let hint = if host.contains("://") || host.contains('/') {
         " (no scheme or path: only the host name)"

@@ -33,6 +33,33 @@ fn path_prefixes_refuse_what_a_request_path_cannot_equal() {
     }
 }
 
+/// Found by the `route_match` fuzz target (its check that every route is reachable): these
+/// loaded, but `route::normalize_path` resolves or refuses them in every request path, so no
+/// request could ever take the route.
+#[test]
+fn path_prefixes_refuse_encoded_dot_segments_and_separators() {
+    for bad in [
+        "/a/%2e%2e",
+        "/a/%2E",
+        "/a/.%2e/b",
+        "/a/%2e./b",
+        "/a/..;x",
+        "/a/.;x=1",
+        "/a%2Fb",
+        "/a%5cb",
+        "/a%00",
+    ] {
+        assert!(normalize_path_prefix(bad).is_err(), "{bad:?}");
+    }
+    for good in ["/a/;x", "/a;x", "/a/...", "/a/%2e%2e%2e", "/a/%252e%252e"] {
+        assert_eq!(
+            normalize_path_prefix(good),
+            Ok(good.to_string()),
+            "{good:?}"
+        );
+    }
+}
+
 #[test]
 fn hosts_are_lower_case_names_or_addresses() {
     assert_eq!(
@@ -42,6 +69,8 @@ fn hosts_are_lower_case_names_or_addresses() {
     assert_eq!(normalize_host("example.com."), Ok("example.com".into()));
     assert_eq!(normalize_host("127.0.0.1"), Ok("127.0.0.1".into()));
     assert_eq!(normalize_host("::1"), Ok("::1".into()));
+    assert_eq!(normalize_host("0:0:0:0:0:0:0:1"), Ok("::1".into()));
+    assert_eq!(normalize_host("2001:DB8::0:1"), Ok("2001:db8::1".into()));
     for bad in [
         "",
         "api.example.com:443",
