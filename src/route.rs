@@ -77,7 +77,7 @@ impl RouteTable {
                 .matcher
                 .host
                 .as_deref()
-                .is_some_and(|want| want.eq_ignore_ascii_case(host))
+                .is_some_and(|want| host_matches(want, host))
         })
     }
 }

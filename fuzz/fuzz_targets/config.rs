@@ -2,7 +2,8 @@
 //!
 //! Never panics; no error message and no effective config shows a secret the harness planted
 //! (environment variables and fixture files, all holding `do-not-print`); and what validates keeps
-//! the rules the request path relies on: loopback listeners, routes that name a known provider,
+//! the rules the request path relies on: listeners off loopback only with callers or
+//! `allow_anonymous`, route allow-lists that name known callers, routes that name a known provider,
 //! path prefixes a normalized request path can equal, no refused header names, no two routes that
 //! take the same requests.
 #![no_main]
@@ -88,8 +89,18 @@ fuzz_target!(|data: &[u8]| {
     assert_no_planted_secret(text, &config.effective(), "the effective config");
 
     assert!(!config.listeners.is_empty());
+    // Off loopback only with callers to authenticate or anonymity written on the listener.
     for listener in &config.listeners {
-        assert!(listener.bind.ip().is_loopback(), "{}", listener.bind);
+        assert!(
+            listener.bind.ip().is_loopback() || !config.callers.is_empty() || listener.anonymous,
+            "{}",
+            listener.bind
+        );
+    }
+    for route in &config.routes {
+        for name in route.callers.iter().flatten() {
+            assert!(config.callers.iter().any(|caller| &caller.name == name), "{name}");
+        }
     }
     if let Some(admin) = &config.admin {
         assert!(admin.bind.ip().is_loopback(), "{}", admin.bind);
