@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Verdicts not yet taken by a request; more means the heads are not requests hyper serves
 /// (an upgraded tunnel), and the sniffer stops.
 const MAX_PENDING: usize = 64;
+/// Header fields parsed on the stack; a head with more gets a heap array.
+const STACK_FIELDS: usize = 32;
 /// A chunk-size line longer than this is not one hyper accepts.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -131,6 +133,12 @@ impl<T> Sniffed<T> {
                     // A stray CRLF between requests, which hyper skips too.
                     return (2, None);
                 }
+                if head.is_empty() {
+                    // The usual case: a whole head in one read, judged where it lies.
+                    if let Some(end) = find_blank_line(bytes, 0) {
+                        return (end, Some(self.judged(&bytes[..end])));
+                    }
+                }
                 let (used, line_end) = take_until_blank_line(head, bytes);
                 if head.starts_with(b"PRI * HTTP/2.0") {
                     return (bytes.len(), Some(Framing::Off));
@@ -139,12 +147,8 @@ impl<T> Sniffed<T> {
                     let next = (head.len() > self.max_head).then_some(Framing::Off);
                     return (used, next);
                 };
-                let verdict = judge_head(&head[..end], self.max_fields);
-                let next = match verdict {
-                    Some(verdict) if self.watch.push(verdict.anomaly) => verdict.next,
-                    _ => Framing::Off,
-                };
-                (used, Some(next))
+                let head = std::mem::take(head);
+                (used, Some(self.judged(&head[..end])))
             }
             Framing::ChunkSize(line) => {
                 let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
@@ -174,15 +178,36 @@ impl<T> Sniffed<T> {
     }
 }
 
+impl<T> Sniffed<T> {
+    /// Records the verdict on a complete head; what follows it.
+    fn judged(&self, head: &[u8]) -> Framing {
+        if head.starts_with(b"PRI * HTTP/2.0") {
+            return Framing::Off;
+        }
+        match judge_head(head, self.max_fields) {
+            Some(verdict) if self.watch.push(verdict.anomaly) => verdict.next,
+            _ => Framing::Off,
+        }
+    }
+}
+
+/// Where the first CRLF CRLF at or after `from` ends.
+fn find_blank_line(bytes: &[u8], from: usize) -> Option<usize> {
+    bytes
+        .get(from..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| from + at + 4)
+}
+
 /// Appends bytes to `buffer` up to and including its first CRLF CRLF; how many were taken,
 /// and where the blank line ends in `buffer` when it was found. Only the new bytes (and the
 /// three before them) are searched: a head sent a byte at a time costs linear time.
 fn take_until_blank_line(buffer: &mut Vec<u8>, bytes: &[u8]) -> (usize, Option<usize>) {
     let start = buffer.len().saturating_sub(3);
     buffer.extend_from_slice(bytes);
-    match buffer[start..].windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(at) => {
-            let end = start + at + 4;
+    match find_blank_line(buffer, start) {
+        Some(end) => {
             let used = bytes.len() - (buffer.len() - end);
             buffer.truncate(end);
             (used, Some(end))
@@ -204,9 +229,19 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// The verdict on a complete head, and how its body is framed; `None` when it does not parse
 /// (hyper refuses it too) or asks to switch protocols.
 fn judge_head(head: &[u8], max_fields: usize) -> Option<HeadVerdict> {
-    let mut fields = vec![httparse::EMPTY_HEADER; max_fields];
-    let mut request = httparse::Request::new(&mut fields);
-    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+    // Most heads fit the stack; a larger array only for those that do not.
+    let mut few = [httparse::EMPTY_HEADER; STACK_FIELDS];
+    let mut many;
+    let mut request = httparse::Request::new(&mut few);
+    let parsed = match request.parse(head) {
+        Err(httparse::Error::TooManyHeaders) if max_fields > STACK_FIELDS => {
+            many = vec![httparse::EMPTY_HEADER; max_fields];
+            request = httparse::Request::new(&mut many);
+            request.parse(head)
+        }
+        parsed => parsed,
+    };
+    if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
         return None;
     }
     let headers: &[httparse::Header<'_>] = request.headers;
@@ -337,6 +372,15 @@ mod tests {
         assert!(verdicts(b"\x16\x03\x01garbage\r\n\r\n", 3).1);
         let bad_chunk = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert_eq!(verdicts(bad_chunk, 2), (vec![false], true));
+    }
+
+    #[test]
+    fn heads_with_more_fields_than_the_stack_array_are_judged() {
+        let fields: String = (0..40).map(|i| format!("X-F{i}: v\r\n")).collect();
+        let head = format!(
+            "POST / HTTP/1.1\r\n{fields}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        );
+        assert_eq!(verdicts(head.as_bytes(), head.len()), (vec![true], false));
     }
 
     #[test]
