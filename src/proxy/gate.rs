@@ -279,9 +279,12 @@ fn header_host(header: &str) -> &str {
 
 /// `localhost`, `*.localhost` (RFC 6761: never sent to DNS), `127.0.0.0/8`, `[::1]`.
 fn is_loopback_name(host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
-    let host = host.strip_suffix('.').unwrap_or(&host);
-    if host == "localhost" || host.ends_with(".localhost") {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let suffix = ".localhost";
+    let subdomain = host.len() > suffix.len()
+        && host.is_char_boundary(host.len() - suffix.len())
+        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+    if host.eq_ignore_ascii_case("localhost") || subdomain {
         return true;
     }
     let ip = host.trim_start_matches('[').trim_end_matches(']');

@@ -32,6 +32,8 @@ const HEAD_SLACK: usize = 1024;
 /// After closing an idle connection gracefully, how long the client has to go (an HTTP/2
 /// client that never answers the GOAWAY's PING would otherwise hold it forever).
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// hyper's own HTTP/1 header field limit (`DEFAULT_MAX_HEADERS` in hyper's h1 parser).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// Concurrent HTTP/2 streams per connection.
 const MAX_STREAMS: u32 = 256;
 
@@ -135,8 +137,12 @@ pub async fn serve<I, S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
         .max_buf_size(head_buffer(limits));
+    // hyper parses up to 100 fields in a stack array; a configured cap, even of 100, makes it
+    // build a fresh array per request.
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
