@@ -343,9 +343,11 @@ impl Front {
     + use<> {
         let proxy = self.proxy.clone();
         let activity = Arc::clone(activity);
+        // One reference count per request rather than one per field.
+        let peer = Arc::new(peer);
         service_fn(move |request| {
             let proxy = proxy.clone();
-            let peer = peer.clone();
+            let peer = Arc::clone(&peer);
             let in_flight = activity.begin();
             async move {
                 let response = proxy.handle(request, &peer).await;
