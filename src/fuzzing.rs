@@ -8,6 +8,7 @@ use http::StatusCode;
 
 use crate::config::ProviderConfig;
 use crate::credential::{GrantError, Issued};
+use crate::server::sniff_stream;
 
 /// How a token endpoint's answer is classified: the token, or why there is none and what the
 /// cache may do next. `retry_after` is what [`crate::credential::retry_after`] read from the
@@ -19,4 +20,10 @@ pub fn classify_token_response(
     provider: &ProviderConfig,
 ) -> Result<Issued, GrantError> {
     crate::credential::classify(status, retry_after, body, provider)
+}
+
+/// The head sniffer's verdicts on `stream` fed in pieces of `piece` bytes (at least 1), and
+/// whether it stopped looking: see `server/sniff.rs`.
+pub fn sniff(stream: &[u8], piece: usize, max_fields: usize) -> (Vec<bool>, bool) {
+    sniff_stream(stream, piece, max_fields)
 }

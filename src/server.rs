@@ -37,6 +37,8 @@ use sniff::Sniffed;
 use crate::store::{self, StoreError, TokenStore};
 use crate::upstream::ProxyBody;
 pub use sniff::HeadWatch;
+#[doc(hidden)]
+pub use sniff::sniff_stream;
 
 /// A token request's own timeout plus a store write: how long shutdown waits for one in flight.
 const TOKEN_REQUEST_BOUND: Duration = Duration::from_secs(15);

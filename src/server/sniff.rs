@@ -129,14 +129,25 @@ impl<T> Sniffed<T> {
                 (used, next)
             }
             Framing::Head(head) => {
-                if head.is_empty() && bytes.starts_with(b"\r\n") {
-                    // A stray CRLF between requests, which hyper skips too.
-                    return (2, None);
+                if head.is_empty() {
+                    // Empty lines before a request line, which the parser skips too. Byte by
+                    // byte, so that where reads split them does not matter.
+                    let blank = bytes
+                        .iter()
+                        .take_while(|b| matches!(b, b'\r' | b'\n'))
+                        .count();
+                    if blank > 0 {
+                        return (blank, None);
+                    }
                 }
                 if head.is_empty() {
                     // The usual case: a whole head in one read, judged where it lies.
                     if let Some(end) = find_blank_line(bytes, 0) {
-                        return (end, Some(self.judged(&bytes[..end])));
+                        let next = match end > self.max_head {
+                            true => Framing::Off,
+                            false => self.judged(&bytes[..end]),
+                        };
+                        return (end, Some(next));
                     }
                 }
                 let (used, line_end) = take_until_blank_line(head, bytes);
@@ -148,7 +159,11 @@ impl<T> Sniffed<T> {
                     return (used, next);
                 };
                 let head = std::mem::take(head);
-                (used, Some(self.judged(&head[..end])))
+                let next = match end > self.max_head {
+                    true => Framing::Off,
+                    false => self.judged(&head[..end]),
+                };
+                (used, Some(next))
             }
             Framing::ChunkSize(line) => {
                 let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
@@ -157,7 +172,7 @@ impl<T> Sniffed<T> {
                     return (bytes.len(), next);
                 };
                 line.extend_from_slice(&bytes[..newline]);
-                let next = match chunk_size(line) {
+                let next = match chunk_size(line).filter(|_| line.len() <= MAX_CHUNK_LINE) {
                     // The last chunk: then trailers, up to a blank line.
                     Some(0) => Framing::Trailers(b"\r\n".to_vec()),
                     // Data, then the CRLF that ends it.
@@ -169,7 +184,8 @@ impl<T> Sniffed<T> {
             Framing::Trailers(trailers) => {
                 let (used, line_end) = take_until_blank_line(trailers, bytes);
                 let next = match line_end {
-                    Some(_) => Some(Framing::Head(Vec::new())),
+                    Some(end) if end <= self.max_head => Some(Framing::Head(Vec::new())),
+                    Some(_) => Some(Framing::Off),
                     None => (trailers.len() > self.max_head).then_some(Framing::Off),
                 };
                 (used, next)
@@ -321,18 +337,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffed<T> {
     }
 }
 
+/// Feeds `stream` to a sniffer in pieces of `piece` bytes; its verdicts, and whether it
+/// stopped looking. For the fuzz target and the tests.
+pub fn sniff_stream(stream: &[u8], piece: usize, max_fields: usize) -> (Vec<bool>, bool) {
+    let (mut sniffed, watch) = Sniffed::new((), 64 * 1024, max_fields);
+    for piece in stream.chunks(piece.max(1)) {
+        sniffed.observe(piece);
+    }
+    let off = matches!(sniffed.framing, Framing::Off);
+    let verdicts = watch
+        .verdicts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .copied()
+        .collect();
+    (verdicts, off)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn verdicts(stream: &[u8], split: usize) -> (Vec<bool>, bool) {
-        let (mut sniffed, watch) = Sniffed::new((), 64 * 1024, 100);
-        for piece in stream.chunks(split) {
-            sniffed.observe(piece);
-        }
-        let off = matches!(sniffed.framing, Framing::Off);
-        let verdicts = watch.verdicts.lock().unwrap().iter().copied().collect();
-        (verdicts, off)
+        sniff_stream(stream, split, 100)
     }
 
     #[test]
@@ -381,6 +409,21 @@ mod tests {
             "POST / HTTP/1.1\r\n{fields}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         );
         assert_eq!(verdicts(head.as_bytes(), head.len()), (vec![true], false));
+    }
+
+    #[test]
+    fn verdicts_do_not_depend_on_where_reads_split() {
+        // Found by the `sniff` fuzz target: a stray CRLF was skipped only when it arrived
+        // at the start of a read.
+        let stream = b"\r\nPRI * HTTP/2.0PR*,\x00\xbc\r\n PR*,\x00I\r\x05!";
+        let whole = verdicts(stream, stream.len());
+        for split in 1..stream.len() {
+            assert_eq!(verdicts(stream, split), whole, "split {split}");
+        }
+        let pipelined = b"\r\n\nGET /a HTTP/1.1\r\n\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        for split in 1..=pipelined.len() {
+            assert_eq!(verdicts(pipelined, split), (vec![false, false], false));
+        }
     }
 
     #[test]
