@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
-    PROXY_AUTHORIZATION, UPGRADE,
+    UPGRADE,
 };
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -30,7 +30,7 @@ use crate::route::{
 };
 use crate::server::HeadWatch;
 use crate::state::{SharedState, State};
-use crate::upstream::{BoxError, ProxyBody, strip_hop_by_hop};
+use crate::upstream::{BoxError, ProxyBody, is_hop_by_hop, strip_hop_by_hop};
 
 pub use error::{ProxyError, RELAY_ERROR_HEADER};
 pub use gate::Caller;
@@ -62,6 +62,23 @@ const CALLER_MAY_NOT_SET: [HeaderName; 14] = [
     // httpoxy: CGI-style upstreams turn `Proxy` into an HTTP_PROXY setting.
     HeaderName::from_static("proxy"),
 ];
+
+/// Set by the proxy from the route and upstream, never taken from the caller.
+const PROXY_OWNED: [HeaderName; 2] = [AUTHORIZATION, HOST];
+
+/// True for a (lower-case) header name the proxy strips from the caller's request before it
+/// injects its own: what `rewrite_headers` removes, as one predicate.
+fn proxy_strips(name: &str, route: &RouteConfig) -> bool {
+    is_hop_by_hop(name)
+        || PROXY_OWNED
+            .iter()
+            .chain(&CALLER_MAY_NOT_SET)
+            .any(|own| own.as_str() == name)
+        || route
+            .headers
+            .iter()
+            .any(|(injected, _)| injected.as_str() == name)
+}
 
 /// Handles caller requests against the live state.
 #[derive(Clone)]
@@ -185,7 +202,9 @@ fn match_route(state: &State, parts: &Parts) -> Result<(Arc<RouteConfig>, String
         path: &resolved.path,
     })?;
     // `/partner/../cross-river/x`: a `..` that climbed out of one route into another.
-    if prefix_depth(&route.matcher.path_prefix) > resolved.lowest_depth {
+    if resolved.lowest_depth != usize::MAX
+        && prefix_depth(&route.matcher.path_prefix) > resolved.lowest_depth
+    {
         return Err(ProxyError::BadPath);
     }
     Ok((Arc::clone(route), resolved.path))
@@ -211,7 +230,7 @@ async fn forward(
         body,
         path,
     } = request;
-    gate::check_underscores(&parts.headers, route, &CALLER_MAY_NOT_SET)?;
+    gate::check_underscores(&parts.headers, |name| proxy_strips(name, route))?;
     let upgrade = gate::check_upgrade(&parts, route)?
         .map(|protocol| (protocol, parts.extensions.remove::<OnUpgrade>()));
     if declared_length(&parts.headers).is_some_and(|length| length > route.max_body) {
@@ -305,7 +324,7 @@ fn tunnel(caller: OnUpgrade, upstream: OnUpgrade, route: &str, scope: Connection
 
 /// An HTTP/1 request whose target names a scheme and host: the caller uses authrelay as its
 /// `HTTP_PROXY`. (HTTP/2 requests always carry an authority; it plays the `Host` header's part.)
-fn is_absolute_form(parts: &Parts) -> bool {
+pub(super) fn is_absolute_form(parts: &Parts) -> bool {
     parts.version < Version::HTTP_2 && parts.uri.scheme().is_some()
 }
 
@@ -330,11 +349,9 @@ fn rewrite_headers(
     peer: &Peer,
     original_host: Option<&str>,
 ) {
+    // `Proxy-Authorization` (the caller's key) is hop-by-hop and goes with the rest.
     strip_hop_by_hop(headers);
-    for name in [AUTHORIZATION, PROXY_AUTHORIZATION, HOST] {
-        headers.remove(name);
-    }
-    for name in &CALLER_MAY_NOT_SET {
+    for name in PROXY_OWNED.iter().chain(&CALLER_MAY_NOT_SET) {
         headers.remove(name);
     }
     // The route's own headers are set after the credential; a caller's copy never survives.

@@ -198,12 +198,8 @@ fn caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
 /// fixed hop-by-hop set. Runs before credentials are injected, so `Connection: Authorization`
 /// cannot remove the injected header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Split the raw bytes: one non-ASCII token must not hide the valid names beside it.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -213,6 +209,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `Upgrade` is hop-by-hop too; authrelay does not tunnel protocol switches.
     headers.remove(header::UPGRADE);
+}
+
+/// The tokens of every `Connection` header, trimmed, as raw bytes: one non-ASCII token must
+/// not hide the valid names beside it.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// True for a name in the fixed hop-by-hop set (lower case).

@@ -137,21 +137,16 @@ impl CertSubject {
     /// Reads `CN=crm` or `O=Acme, CN=crm` (spaces around `=` and `,` ignored, as
     /// `openssl x509 -noout -subject` prints them). Values cannot hold commas.
     pub fn parse(text: &str) -> Result<CertSubject, String> {
+        let invalid = || format!("`{text}` is not a subject like CN=crm or O=Acme, CN=crm");
         let mut pairs = Vec::new();
         for part in text.split(',') {
-            let Some((name, value)) = part.split_once('=') else {
-                return Err(format!(
-                    "`{text}` is not a subject like CN=crm or O=Acme, CN=crm"
-                ));
-            };
+            let (name, value) = part.split_once('=').ok_or_else(invalid)?;
             let (name, value) = (name.trim(), value.trim());
             if name.is_empty()
                 || value.is_empty()
                 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
             {
-                return Err(format!(
-                    "`{text}` is not a subject like CN=crm or O=Acme, CN=crm"
-                ));
+                return Err(invalid());
             }
             pairs.push((name.to_ascii_uppercase(), value.to_owned()));
         }

@@ -7,15 +7,17 @@
 use std::sync::Arc;
 
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, ORIGIN,
-    PROXY_AUTHORIZATION, TRANSFER_ENCODING, UPGRADE,
+    CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, ORIGIN, PROXY_AUTHORIZATION,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::request::Parts;
 use http::{Uri, Version};
 
-use super::{Peer, PeerCertificate, ProxyError};
+use super::{Peer, PeerCertificate, ProxyError, is_absolute_form};
 use crate::config::{Limits, RouteConfig};
+use crate::route::request_host;
 use crate::state::State;
+use crate::upstream::connection_tokens;
 
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
@@ -78,29 +80,17 @@ pub(super) fn allowed(route: &RouteConfig, caller: &Caller) -> Result<(), ProxyE
 /// could stand in for one the proxy strips or sets.
 pub(super) fn check_underscores(
     headers: &HeaderMap,
-    route: &RouteConfig,
-    protected: &[HeaderName],
+    proxy_strips: impl Fn(&str) -> bool,
 ) -> Result<(), ProxyError> {
-    for name in headers.keys() {
-        let name = name.as_str();
-        if !name.contains('_') {
-            continue;
-        }
-        let dashed = name.replace('_', "-");
-        let collides = protected.iter().any(|p| p.as_str() == dashed)
-            || route
-                .headers
-                .iter()
-                .any(|(injected, _)| injected.as_str() == dashed)
-            || [http::header::AUTHORIZATION, HOST]
-                .iter()
-                .any(|p| p.as_str() == dashed)
-            || crate::upstream::is_hop_by_hop(&dashed);
-        if collides {
-            return Err(ProxyError::BadHeader);
-        }
+    let collides = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .any(|name| proxy_strips(&name.as_str().replace('_', "-")));
+    if collides {
+        Err(ProxyError::BadHeader)
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
 /// CONNECT (a tunnel), TRACE and TRACK (reflect the request, credentials included), in any
@@ -139,10 +129,8 @@ fn check_framing(parts: &Parts, limits: &Limits, peer: &Peer) -> Result<(), Prox
     }
     let transfer_encodings = headers.get_all(TRANSFER_ENCODING).iter().count();
     if transfer_encodings > 0 {
-        if transfer_encodings > 1
-            || headers.contains_key(CONTENT_LENGTH)
-            || parts.version != Version::HTTP_11
-        {
+        // (hyper itself refuses Transfer-Encoding on HTTP/1.0; HTTP/2 has none.)
+        if transfer_encodings > 1 || headers.contains_key(CONTENT_LENGTH) {
             return Err(ProxyError::BadFraming);
         }
         // `gzip, chunked`: hyper decodes the chunks, but the gzip coding would reach the
@@ -171,12 +159,8 @@ pub(super) fn check_upgrade(
     route: &RouteConfig,
 ) -> Result<Option<HeaderValue>, ProxyError> {
     let headers = &parts.headers;
-    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|b| *b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-    });
+    let connection_upgrade =
+        connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(b"upgrade"));
     let upgrade = headers.get(UPGRADE);
     if upgrade.is_none() && !connection_upgrade && !headers.contains_key(HTTP2_SETTINGS) {
         return Ok(None);
@@ -249,31 +233,21 @@ fn bearer_key(value: &[u8]) -> Option<&[u8]> {
 fn check_host(state: &State, parts: &Parts) -> Result<(), ProxyError> {
     // An absolute-form target names its host itself: routing answers it (404 unless a route
     // names that host). Browsers never send one.
-    if parts.version < Version::HTTP_2 && parts.uri.scheme().is_some() {
+    if is_absolute_form(parts) {
         return Ok(());
     }
     let host_header = parts
         .headers
         .get(HOST)
         .and_then(|value| value.to_str().ok());
-    let host = match (parts.uri.host(), host_header) {
-        (Some(host), _) => host,
-        (None, Some(header)) => header_host(header),
-        // HTTP/1.0 without Host: no browser sends that.
-        (None, None) => return Ok(()),
+    // HTTP/1.0 without Host: no browser sends that.
+    let Some(host) = request_host(&parts.uri, host_header) else {
+        return Ok(());
     };
     if is_loopback_name(host) || state.routes.names_host(host) {
         Ok(())
     } else {
         Err(ProxyError::MisdirectedHost)
-    }
-}
-
-/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
-fn header_host(header: &str) -> &str {
-    match header.rfind(':') {
-        Some(colon) if !header[colon..].contains(']') => &header[..colon],
-        _ => header,
     }
 }
 
@@ -341,8 +315,6 @@ mod tests {
         ] {
             assert!(!is_loopback_name(host), "{host}");
         }
-        assert_eq!(header_host("[::1]:8080"), "[::1]");
-        assert_eq!(header_host("localhost:8080"), "localhost");
     }
 
     #[test]

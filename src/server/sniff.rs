@@ -113,20 +113,12 @@ impl<T> Sniffed<T> {
         match &mut self.framing {
             Framing::Off => (bytes.len(), None),
             Framing::Body(left) => {
-                let used = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
-                *left -= used as u64;
-                let next = (*left == 0).then(|| Framing::Head(Vec::new()));
-                (used, next)
+                let used = pass(left, bytes);
+                (used, (*left == 0).then(|| Framing::Head(Vec::new())))
             }
             Framing::ChunkData(left) => {
-                let used = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
-                *left -= used as u64;
-                let next = (*left == 0).then(|| Framing::ChunkSize(Vec::new()));
-                (used, next)
+                let used = pass(left, bytes);
+                (used, (*left == 0).then(|| Framing::ChunkSize(Vec::new())))
             }
             Framing::Head(head) => {
                 if head.is_empty() {
@@ -205,6 +197,15 @@ impl<T> Sniffed<T> {
             _ => Framing::Off,
         }
     }
+}
+
+/// Takes up to `left` bytes of `bytes` as body; how many.
+fn pass(left: &mut u64, bytes: &[u8]) -> usize {
+    let used = usize::try_from(*left)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    *left -= used as u64;
+    used
 }
 
 /// Where the first CRLF CRLF at or after `from` ends.
