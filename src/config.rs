@@ -28,6 +28,7 @@ pub use listener::{
     CallerConfig, CallerCredential, CertSubject, Limits, ListenerConfig, ListenerTls,
 };
 pub use presets::PRESET_NAMES;
+pub use validate::check_account_name;
 
 /// The whole configuration of one authrelay process.
 #[derive(Debug, Clone)]
@@ -110,6 +111,22 @@ pub enum GrantConfig {
         endpoint: TokenEndpoint,
         refresh_token: Secret,
     },
+    /// OAuth 2.0 authorization code (RFC 6749 section 4.1): a person connects each account once
+    /// through the admin listener; its refresh token (when the vendor issues one) renews it.
+    AuthorizationCode(AuthorizationCode),
+}
+
+/// Where a person authorizes an account, and how the code comes back.
+#[derive(Debug, Clone)]
+pub struct AuthorizationCode {
+    /// Exchanges codes and refreshes tokens.
+    pub endpoint: TokenEndpoint,
+    /// The vendor's authorize page; `{client_id}` in it is replaced (Xref puts the id in the path).
+    pub authorize_url: String,
+    /// The callback registered at the vendor; its path ends in `/callback/<provider>`.
+    pub redirect_uri: reqwest::Url,
+    /// Send an S256 PKCE challenge (RFC 7636).
+    pub pkce: bool,
 }
 
 /// A token endpoint and the client's credentials for it.
@@ -151,6 +168,8 @@ pub struct RouteConfig {
     pub upstream: UpstreamUrl,
     /// Name of an entry in [`Config::providers`] (checked at load).
     pub provider: String,
+    /// Which connected account's token, for `authorization_code` providers.
+    pub account: RouteAccount,
     /// Headers injected after the proxy's own hop-by-hop stripping, in file order.
     pub headers: Vec<(HeaderName, HeaderTemplate)>,
     /// Caller names allowed on this route; `None` lets every caller the listener admits.
@@ -163,6 +182,17 @@ pub struct RouteConfig {
     pub max_replay_body: u64,
     /// Time allowed for the upstream's response headers (504 past it).
     pub timeout: Duration,
+}
+
+/// How a route picks the connected account whose token it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAccount {
+    /// The provider has one credential, not accounts.
+    None,
+    /// Always this account.
+    Fixed(String),
+    /// The caller names the account in this header, which is removed before forwarding.
+    FromHeader(HeaderName),
 }
 
 /// What a request must look like to take a route. Every present part must match.

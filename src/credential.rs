@@ -3,6 +3,7 @@
 //! `Credentials` holds one source per provider: a static token, or a [`TokenCache`] fed by the
 //! provider's token endpoint. `authorize` writes `Authorization` and the route's header templates.
 
+mod accounts;
 mod cache;
 mod grant;
 mod status;
@@ -17,16 +18,17 @@ use http::header::AUTHORIZATION;
 
 use zeroize::Zeroize;
 
-use crate::config::{Config, GrantConfig, ProviderConfig, RouteConfig};
+use crate::config::{Config, GrantConfig, ProviderConfig, RouteAccount, RouteConfig};
 use crate::metrics::Metrics;
 use crate::secret::digest_name;
 use crate::store::{CredentialKey, StoreError, TokenStore};
 use crate::trust;
 
+pub use accounts::AccountSet;
 pub use cache::{CacheError, Lookup, TokenCache};
 /// For [`crate::fuzzing`] only.
 pub(crate) use grant::classify;
-pub use grant::{GrantError, TokenClient, retry_after};
+pub use grant::{GrantError, GrantRequest, TokenClient, retry_after};
 pub use status::{ProviderState, ProviderStatus};
 pub use token::{AccessToken, Issued, LifetimeSource, TokenResponseError};
 
@@ -42,6 +44,14 @@ pub struct Credentials {
 enum Source {
     Static(Arc<AccessToken>),
     Endpoint(Arc<TokenCache>),
+    Accounts(Arc<AccountSet>),
+}
+
+/// The credential one request uses: a provider's own, or one connected account's.
+#[derive(Clone)]
+pub enum Credential {
+    Static(Arc<AccessToken>),
+    Cached(Arc<TokenCache>),
 }
 
 /// Why a request cannot be given credentials. Carries the provider name, never a secret.
@@ -58,6 +68,18 @@ pub enum CredentialError {
     /// A header template rendered to an invalid value (a token-response field with a line break).
     #[error("provider {provider}: header {header} cannot be built from the token response")]
     BadHeader { provider: String, header: String },
+    /// The route names no account, or one that is not connected.
+    #[error("provider {provider}: no connected account {}", .account.as_deref().unwrap_or("was named"))]
+    NoAccount {
+        provider: String,
+        account: Option<String>,
+    },
+    /// The account's tokens are gone for good; a person must connect it again.
+    #[error("provider {provider}: account {account} must be connected again")]
+    ReauthorizationRequired { provider: String, account: String },
+    /// The store could not say whether the account exists.
+    #[error("provider {provider}: the token store cannot be read")]
+    Store { provider: String },
 }
 
 /// Why the credential sources could not be built from a config.
@@ -124,6 +146,7 @@ fn fingerprint(provider: &ProviderConfig) -> String {
             endpoint,
             refresh_token,
         } => ("refresh_token", Some(endpoint), Some(refresh_token)),
+        GrantConfig::AuthorizationCode(code) => return account_fingerprint(&code.endpoint),
     };
     add(grant);
     if let Some(endpoint) = endpoint {
@@ -145,6 +168,17 @@ fn fingerprint(provider: &ProviderConfig) -> String {
     name
 }
 
+/// Names what connected accounts' tokens are bound to: the vendor's token endpoint and the client
+/// id. A new client secret or other scopes keep the accounts a person connected.
+fn account_fingerprint(endpoint: &crate::config::TokenEndpoint) -> String {
+    let material = format!(
+        "authorization_code\n{}\n{}",
+        endpoint.token_url,
+        endpoint.client_id.expose()
+    );
+    digest_name(material.as_bytes())
+}
+
 impl Credentials {
     /// One source per provider of `config`; token endpoints are not contacted until first use.
     /// Token caches count into `metrics`.
@@ -160,6 +194,19 @@ impl Credentials {
             let fingerprint = fingerprint(provider);
             // Same credential: keep its cache (its one flight, refresh token and rejection
             // state), with the reload's other settings if they changed.
+            if let Some(Source::Accounts(set)) = previous.and_then(|p| p.sources.get(name))
+                && set.fingerprint() == fingerprint
+            {
+                if set.identity() != identity {
+                    set.update(
+                        Arc::clone(provider),
+                        token_client(name, provider)?,
+                        identity,
+                    );
+                }
+                sources.insert(name.clone(), Source::Accounts(Arc::clone(set)));
+                continue;
+            }
             if let Some(Source::Endpoint(cache)) = previous.and_then(|p| p.sources.get(name))
                 && cache.key().fingerprint == fingerprint
             {
@@ -213,10 +260,173 @@ impl Credentials {
                     }
                     Source::Endpoint(Arc::new(cache))
                 }
+                GrantConfig::AuthorizationCode(_) => {
+                    let metrics = metrics.provider(name, cache::grant_name(&provider.grant));
+                    Source::Accounts(Arc::new(AccountSet::new(
+                        Arc::clone(provider),
+                        token_client(name, provider)?,
+                        Arc::clone(store),
+                        fingerprint,
+                        identity,
+                        metrics,
+                    )))
+                }
             };
             sources.insert(name.clone(), source);
         }
         Ok(Credentials { sources })
+    }
+
+    /// The credential of `provider`, or of its connected `account`.
+    pub async fn credential(
+        &self,
+        provider: &str,
+        account: Option<&str>,
+    ) -> Result<Credential, CredentialError> {
+        match (self.sources.get(provider), account) {
+            (Some(Source::Static(token)), _) => Ok(Credential::Static(Arc::clone(token))),
+            (Some(Source::Endpoint(cache)), _) => Ok(Credential::Cached(Arc::clone(cache))),
+            (Some(Source::Accounts(set)), Some(account)) => match set.cache(account).await {
+                Ok(Some(cache)) => Ok(Credential::Cached(cache)),
+                Ok(None) => Err(CredentialError::NoAccount {
+                    provider: provider.to_string(),
+                    account: Some(account.to_string()),
+                }),
+                Err(error) => {
+                    tracing::error!(provider, %error, "cannot read the token store");
+                    Err(CredentialError::Store {
+                        provider: provider.to_string(),
+                    })
+                }
+            },
+            (Some(Source::Accounts(_)), None) => Err(CredentialError::NoAccount {
+                provider: provider.to_string(),
+                account: None,
+            }),
+            // Config validation guarantees every route's provider exists.
+            (None, _) => Err(CredentialError::Unavailable {
+                provider: provider.to_string(),
+                error: GrantError::Transient {
+                    reason: "unknown provider".into(),
+                },
+                retry_after: Duration::from_secs(60),
+            }),
+        }
+    }
+
+    /// Sets `Authorization` and the route's headers for a route that names its account (or needs
+    /// none); returns the token used.
+    pub async fn authorize(
+        &self,
+        route: &RouteConfig,
+        headers: &mut HeaderMap,
+    ) -> Result<Arc<AccessToken>, CredentialError> {
+        let account = match &route.account {
+            RouteAccount::Fixed(account) => Some(account.as_str()),
+            RouteAccount::None | RouteAccount::FromHeader(_) => None,
+        };
+        self.credential(&route.provider, account)
+            .await?
+            .authorize(route, headers)
+            .await
+    }
+
+    /// A valid token for `provider`'s own credential.
+    pub async fn token(&self, provider: &str) -> Result<Arc<AccessToken>, CredentialError> {
+        self.credential(provider, None).await?.token().await
+    }
+
+    /// The connected accounts of `provider`, when it has them.
+    pub fn accounts(&self, provider: &str) -> Option<&Arc<AccountSet>> {
+        match self.sources.get(provider)? {
+            Source::Accounts(set) => Some(set),
+            _ => None,
+        }
+    }
+
+    /// Loads every connected account from the store, so that listings and metrics show them
+    /// before their first request.
+    pub async fn restore_accounts(&self) -> Result<(), StoreError> {
+        for source in self.sources.values() {
+            if let Source::Accounts(set) = source {
+                set.restore_all().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves once every token request in flight has finished and written its outcome: a
+    /// shutdown must not cut a refresh between the vendor's rotation and the store write.
+    pub async fn settle(&self) {
+        for source in self.sources.values() {
+            match source {
+                Source::Endpoint(cache) => cache.settle().await,
+                Source::Accounts(set) => {
+                    for cache in set.loaded() {
+                        cache.settle().await;
+                    }
+                }
+                Source::Static(_) => {}
+            }
+        }
+    }
+
+    /// The token cached for `provider`, valid or not; `None` before the first request.
+    pub fn cached(&self, provider: &str) -> Option<Arc<AccessToken>> {
+        match self.sources.get(provider)? {
+            Source::Static(token) => Some(Arc::clone(token)),
+            Source::Endpoint(cache) => cache.current(),
+            Source::Accounts(_) => None,
+        }
+    }
+
+    /// Clears a rejection or backoff of `provider`, in memory and in `store` (operator reset).
+    /// Returns how many stored records were cleared.
+    pub async fn reset(&self, provider: &str, store: &dyn TokenStore) -> Result<usize, StoreError> {
+        match self.sources.get(provider) {
+            Some(Source::Endpoint(cache)) => cache.unblock(),
+            Some(Source::Accounts(set)) => set.loaded().iter().for_each(|cache| cache.unblock()),
+            _ => {}
+        }
+        store.clear_rejections(provider).await
+    }
+}
+
+// === impl Credential ===
+
+impl Credential {
+    /// A valid token: cached, or obtained by the one request in flight.
+    pub async fn token(&self) -> Result<Arc<AccessToken>, CredentialError> {
+        match self {
+            Credential::Static(token) => Ok(Arc::clone(token)),
+            Credential::Cached(cache) => {
+                let key = cache.key();
+                let provider = || key.provider.clone();
+                cache.get().await.map(|(token, _)| token).map_err(|error| {
+                    match (error, &key.account) {
+                        (CacheError::Rejected(error), Some(account))
+                            if error.needs_reauthorization() =>
+                        {
+                            CredentialError::ReauthorizationRequired {
+                                provider: provider(),
+                                account: account.clone(),
+                            }
+                        }
+                        (CacheError::Rejected(error), _) => CredentialError::Rejected {
+                            provider: provider(),
+                            error,
+                        },
+                        (CacheError::Unavailable { error, retry_after }, _) => {
+                            CredentialError::Unavailable {
+                                provider: provider(),
+                                error,
+                                retry_after,
+                            }
+                        }
+                    }
+                })
+            }
+        }
     }
 
     /// Sets `Authorization` and the route's headers on `headers`; returns the token used, so a 401
@@ -226,7 +436,7 @@ impl Credentials {
         route: &RouteConfig,
         headers: &mut HeaderMap,
     ) -> Result<Arc<AccessToken>, CredentialError> {
-        let token = self.token(&route.provider).await?;
+        let token = self.token().await?;
         headers.insert(AUTHORIZATION, token.authorization().clone());
         for (name, template) in &route.headers {
             let value = template.render(|field| token.field(field)).map_err(|_| {
@@ -240,84 +450,23 @@ impl Credentials {
         Ok(token)
     }
 
-    /// A valid token for `provider`.
-    pub async fn token(&self, provider: &str) -> Result<Arc<AccessToken>, CredentialError> {
-        match self.sources.get(provider) {
-            Some(Source::Static(token)) => Ok(Arc::clone(token)),
-            Some(Source::Endpoint(cache)) => {
-                cache
-                    .get()
-                    .await
-                    .map(|(token, _)| token)
-                    .map_err(|error| match error {
-                        CacheError::Rejected(error) => CredentialError::Rejected {
-                            provider: provider.to_string(),
-                            error,
-                        },
-                        CacheError::Unavailable { error, retry_after } => {
-                            CredentialError::Unavailable {
-                                provider: provider.to_string(),
-                                error,
-                                retry_after,
-                            }
-                        }
-                    })
-            }
-            // Config validation guarantees every route's provider exists.
-            None => Err(CredentialError::Unavailable {
-                provider: provider.to_string(),
-                error: GrantError::Transient {
-                    reason: "unknown provider".into(),
-                },
-                retry_after: Duration::from_secs(60),
-            }),
-        }
+    /// True when a new token can be obtained after a 401 (not a static token).
+    pub fn can_refresh(&self) -> bool {
+        matches!(self, Credential::Cached(_))
     }
 
-    /// True when `provider` can obtain a new token after a 401 (not a static token).
-    pub fn can_refresh(&self, provider: &str) -> bool {
-        matches!(self.sources.get(provider), Some(Source::Endpoint(_)))
-    }
-
-    /// Resolves once every token request in flight has finished and written its outcome: a
-    /// shutdown must not cut a refresh between the vendor's rotation and the store write.
-    pub async fn settle(&self) {
-        for source in self.sources.values() {
-            if let Source::Endpoint(cache) = source {
-                cache.settle().await;
-            }
-        }
-    }
-
-    /// The token cached for `provider`, valid or not; `None` before the first request.
-    pub fn cached(&self, provider: &str) -> Option<Arc<AccessToken>> {
-        match self.sources.get(provider)? {
-            Source::Static(token) => Some(Arc::clone(token)),
-            Source::Endpoint(cache) => cache.current(),
-        }
-    }
-
-    /// Clears a rejection or backoff of `provider`, in memory and in `store` (operator reset).
-    /// Returns how many stored records were cleared.
-    pub async fn reset(&self, provider: &str, store: &dyn TokenStore) -> Result<usize, StoreError> {
-        if let Some(Source::Endpoint(cache)) = self.sources.get(provider) {
-            cache.unblock();
-        }
-        store.clear_rejections(provider).await
-    }
-
-    /// Forgets `used` for `provider` if it is still cached (the vendor answered 401 to it).
-    /// Returns false when the provider is cooling down after a refused replay (no refresh).
-    pub fn invalidate(&self, provider: &str, used: &Arc<AccessToken>) -> bool {
-        match self.sources.get(provider) {
-            Some(Source::Endpoint(cache)) => cache.invalidate(used),
-            _ => false,
+    /// Forgets `used` if it is still cached (the vendor answered 401 to it). Returns false when
+    /// the credential is cooling down after a refused replay (no refresh).
+    pub fn invalidate(&self, used: &Arc<AccessToken>) -> bool {
+        match self {
+            Credential::Cached(cache) => cache.invalidate(used),
+            Credential::Static(_) => false,
         }
     }
 
     /// A replay with a fresh token was refused too (see [`TokenCache::invalidate`]).
-    pub fn note_replay_failed(&self, provider: &str) {
-        if let Some(Source::Endpoint(cache)) = self.sources.get(provider) {
+    pub fn note_replay_failed(&self) {
+        if let Credential::Cached(cache) = self {
             cache.note_replay_failed();
         }
     }

@@ -13,6 +13,7 @@
 //! Dependency rule: `server → proxy → {route, credential, upstream} → {config, secret, trust,
 //! metrics}`.
 
+pub mod accounts;
 pub mod caller;
 pub mod config;
 pub mod credential;

@@ -68,6 +68,17 @@ pub async fn check_online(config: Config) -> Result<Vec<OnlineCheck>, OperateErr
             GrantConfig::Static { .. } => "static token",
             GrantConfig::ClientCredentials(_) => "client credentials",
             GrantConfig::RefreshToken { .. } => "refresh token",
+            GrantConfig::AuthorizationCode(_) => {
+                // Each account was connected by a person; `accounts list` shows their states.
+                checks.push(OnlineCheck {
+                    provider: name.clone(),
+                    ok: true,
+                    summary: "authorization code: see `authrelay accounts list` for the \
+                              connected accounts"
+                        .into(),
+                });
+                continue;
+            }
         };
         if let Err(error) = state.credentials.token(name).await {
             checks.push(OnlineCheck {
@@ -147,6 +158,9 @@ fn describe(error: &CredentialError) -> String {
         CredentialError::BadHeader { header, .. } => {
             format!("token obtained, but header {header} cannot be built from it")
         }
+        CredentialError::NoAccount { .. }
+        | CredentialError::ReauthorizationRequired { .. }
+        | CredentialError::Store { .. } => error.to_string(),
     }
 }
 

@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{CertSubject, Limits, RouteConfig};
+use crate::config::{CertSubject, Limits, RouteAccount, RouteConfig, check_account_name};
+use crate::credential::CredentialError;
 use crate::route::{
     RouteRequest, prefix_depth, request_host, resolve_path, upstream_path_and_query,
 };
@@ -78,6 +79,27 @@ fn proxy_strips(name: &str, route: &RouteConfig) -> bool {
             .headers
             .iter()
             .any(|(injected, _)| injected.as_str() == name)
+        || matches!(&route.account, RouteAccount::FromHeader(header) if header.as_str() == name)
+}
+
+/// The connected account a request uses: the route's, or the one the caller names in the
+/// route's `account_header` (read before that header is stripped). An invalid name is no
+/// account, and is never echoed.
+fn route_account<'a>(route: &'a RouteConfig, headers: &'a HeaderMap) -> Option<&'a str> {
+    match &route.account {
+        RouteAccount::None => None,
+        RouteAccount::Fixed(account) => Some(account),
+        RouteAccount::FromHeader(header) => {
+            let mut values = headers.get_all(header).iter();
+            let (Some(value), None) = (values.next(), values.next()) else {
+                return None;
+            };
+            value
+                .to_str()
+                .ok()
+                .filter(|name| check_account_name(name).is_ok())
+        }
+    }
 }
 
 /// Handles caller requests against the live state.
@@ -245,6 +267,23 @@ async fn forward(
                 l.limits.body_read_timeout
             });
     let upstream_uri = upstream_uri(route, &path, parts.uri.query())?;
+    // Before the body is read: a request for an account that is not connected goes no further.
+    let account = route_account(route, &parts.headers);
+    let credential = match (&route.account, account) {
+        (RouteAccount::FromHeader(_), None) => {
+            return Err(CredentialError::NoAccount {
+                provider: route.provider.clone(),
+                account: None,
+            }
+            .into());
+        }
+        _ => {
+            state
+                .credentials
+                .credential(&route.provider, account)
+                .await?
+        }
+    };
     let host_header = parts
         .headers
         .get(HOST)
@@ -262,7 +301,7 @@ async fn forward(
 
     // 2 and 3. Credentials (injected after the caller's hop-by-hop headers were stripped), then
     // the upstream, with one replay after a 401 when the body could be kept.
-    let replay_wanted = state.credentials.can_refresh(&route.provider);
+    let replay_wanted = credential.can_refresh();
     let body = RequestBody::prepare(
         body,
         replay_wanted,
@@ -276,7 +315,7 @@ async fn forward(
         uri: upstream_uri,
         headers: parts.headers,
     };
-    let mut response = send_with_retry(state, route, outgoing, body, attempts).await?;
+    let mut response = send_with_retry(state, route, &credential, outgoing, body, attempts).await?;
 
     // 4. Response, streamed back as it arrives; or, for an accepted upgrade, a tunnel.
     if let Some((_, Some(caller_side))) = upgrade

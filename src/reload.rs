@@ -68,6 +68,10 @@ impl Reloader {
             .and_then(|built| built);
         match result {
             Ok(state) => {
+                // A new authorization-code provider lists its accounts from the first scrape.
+                if let Err(error) = state.credentials.restore_accounts().await {
+                    tracing::warn!(%error, "cannot list the connected accounts; each loads on its first request");
+                }
                 self.state.store(Arc::new(state));
                 tracing::info!(path = %self.path.display(), "configuration reloaded");
                 self.metrics.record_reload(true);

@@ -10,6 +10,7 @@ fn route(
     methods: Option<Vec<Method>>,
 ) -> RouteConfig {
     RouteConfig {
+        account: crate::config::RouteAccount::None,
         name: name.into(),
         matcher: RouteMatch {
             path_prefix: prefix.into(),

@@ -102,9 +102,11 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || store::open(&store_config))
             .await
             .map_err(|_| ServerError::StoreTask)??;
-        let state = Arc::new(ArcSwap::from_pointee(State::build(
-            config, &store, &metrics,
-        )?));
+        let state = State::build(config, &store, &metrics)?;
+        if let Err(error) = state.credentials.restore_accounts().await {
+            tracing::warn!(%error, "cannot list the connected accounts; each loads on its first request");
+        }
+        let state = Arc::new(ArcSwap::from_pointee(state));
         metrics.record_config_loaded();
         let mut listeners = Vec::with_capacity(binds.len());
         for addr in binds {

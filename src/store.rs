@@ -45,6 +45,25 @@ pub struct CredentialRecord {
     /// (the configured one it started from), so a record written under other credential settings
     /// can hand over the newest refresh token.
     pub lineage: Option<String>,
+    /// For a connected account: who connected it, when, and whether it still works.
+    pub account: Option<AccountInfo>,
+}
+
+/// What is known about a connected account besides its tokens. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// When a person completed the authorization.
+    pub connected_at: SystemTime,
+    /// The scopes granted (the token response's `scope`, else the ones requested).
+    pub scopes: Vec<String>,
+    /// Fields captured from the code exchange (`xref_account_id`), kept for header templates
+    /// when a refreshed token's response lacks them.
+    pub fields: BTreeMap<String, String>,
+    /// The refresh token was refused (`invalid_grant`) or there is none left: a person must
+    /// connect the account again.
+    pub reauthorization_required: bool,
+    /// The OAuth error code or status of the last failed refresh, for `accounts list`.
+    pub last_error: Option<String>,
 }
 
 /// An access token as issued, with the response fields that header templates may use.
@@ -147,6 +166,9 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Every record (for `accounts list` / `/readyz`), never printed with secrets.
     fn list(&self) -> BoxFuture<'_, Result<Vec<(CredentialKey, CredentialRecord)>, StoreError>>;
+
+    /// Removes the record under `key` (a disconnected account); true when there was one.
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 /// Opens the configured store (today only `File`). Fails with a clear error, without modifying

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authrelay::secret::Secret;
 use authrelay::store::{
-    self, CredentialKey, CredentialRecord, Rejection, StoreConfig, StoreError, StoredToken,
-    TokenStore,
+    self, AccountInfo, CredentialKey, CredentialRecord, Rejection, StoreConfig, StoreError,
+    StoredToken, TokenStore,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -51,6 +51,13 @@ fn full_record() -> CredentialRecord {
         }),
         unconfirmed_attempts: 1,
         lineage: Some("chain-1".to_owned()),
+        account: Some(AccountInfo {
+            connected_at: UNIX_EPOCH + Duration::from_secs(1_850_000_000),
+            scopes: vec!["openid".to_owned(), "offline_access".to_owned()],
+            fields: BTreeMap::from([("xref_account_id".to_owned(), "acct-7".to_owned())]),
+            reauthorization_required: true,
+            last_error: Some("invalid_grant".to_owned()),
+        }),
     }
 }
 
@@ -161,11 +168,17 @@ async fn records_survive_a_restart_with_every_value() {
     assert_eq!(token.fields, expected_token.fields);
     assert_eq!(loaded.refresh_token.unwrap().expose(), REFRESH_TOKEN);
     assert_eq!(loaded.rejected, expected.rejected);
+    assert_eq!(loaded.account, expected.account);
 
     let empty = store.load(&account_key).await.unwrap().unwrap();
     assert!(empty.access_token.is_none() && empty.refresh_token.is_none());
     assert!(store.load(&key("xref", None)).await.unwrap().is_none());
     assert_eq!(store.list().await.unwrap().len(), 2);
+
+    assert!(store.delete(&account_key).await.unwrap());
+    assert!(!store.delete(&account_key).await.unwrap());
+    assert!(store.load(&account_key).await.unwrap().is_none());
+    assert_eq!(store.list().await.unwrap().len(), 1);
 }
 
 #[tokio::test]

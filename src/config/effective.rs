@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     CallerCredential, ClientAuth, Config, GrantConfig, HeaderTemplate, ListenerConfig,
-    ProviderConfig, RouteConfig, StoreConfig, TemplatePart, TokenEndpoint,
+    ProviderConfig, RouteAccount, RouteConfig, StoreConfig, TemplatePart, TokenEndpoint,
 };
 use crate::secret::Secret;
 
@@ -133,6 +133,13 @@ impl Effective {
                 self.endpoint(endpoint);
                 self.secret(2, "refresh_token", refresh_token);
             }
+            GrantConfig::AuthorizationCode(code) => {
+                self.field(2, "grant", "authorization_code");
+                self.endpoint(&code.endpoint);
+                self.field(2, "authorize_url", scalar(&code.authorize_url));
+                self.field(2, "redirect_uri", scalar(code.redirect_uri.as_str()));
+                self.field(2, "pkce", code.pkce);
+            }
         }
         self.field(2, "scheme", scalar(&provider.scheme));
         match provider.refresh_before {
@@ -212,6 +219,13 @@ impl Effective {
         );
         self.field(2, "upstream", scalar(&url));
         self.field(2, "provider", scalar(&route.provider));
+        match &route.account {
+            RouteAccount::None => {}
+            RouteAccount::Fixed(account) => self.field(2, "account", scalar(account)),
+            RouteAccount::FromHeader(header) => {
+                self.field(2, "account_header", scalar(header.as_str()))
+            }
+        }
         if route.headers.is_empty() {
             self.field(2, "headers", "{}");
         } else {

@@ -110,6 +110,9 @@ pub struct ProviderFile {
     pub lockout_sensitive: Option<bool>,
     pub test_path: Option<String>,
     pub revoke_url: Option<String>,
+    pub authorize_url: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub pkce: Option<bool>,
 }
 
 /// `routes[i]`.
@@ -122,6 +125,8 @@ pub struct RouteFile {
     pub strip_prefix: Option<bool>,
     pub upstream: String,
     pub provider: String,
+    pub account: Option<String>,
+    pub account_header: Option<String>,
     pub headers: Option<Ordered<String>>,
     pub callers: Option<Vec<String>>,
     pub upgrade: Option<bool>,

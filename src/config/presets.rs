@@ -20,6 +20,10 @@ pub struct Preset {
     pub lockout_sensitive: bool,
     pub test_path: Option<&'static str>,
     pub revoke_url: Option<&'static str>,
+    /// The authorize page of `authorization_code`; `{client_id}` is replaced.
+    pub authorize_url: Option<&'static str>,
+    /// PKCE on authorization requests; `None` leaves the general default.
+    pub pkce: Option<bool>,
     /// The shape every scope must have, whether written or filled in.
     pub scope_shape: Option<ScopeShape>,
     /// Headers every route using this provider must set, with why.
@@ -40,9 +44,9 @@ pub struct RequiredHeader {
     pub why: &'static str,
 }
 
-/// Crossbeam: Auth0-style authorization code with an `audience`, 24-hour tokens renewed with a
-/// refresh token, and an organization header on every call. Until connected accounts exist a
-/// config overrides `grant: refresh_token` and supplies the refresh token.
+/// Crossbeam: Auth0-style authorization code with an `audience` and PKCE, 24-hour tokens renewed
+/// with a rotating refresh token, and an organization header on every call. A config may instead
+/// write `grant: refresh_token` with a refresh token obtained elsewhere.
 const CROSSBEAM: Preset = Preset {
     name: "crossbeam",
     grant: "authorization_code",
@@ -55,6 +59,8 @@ const CROSSBEAM: Preset = Preset {
     lockout_sensitive: false,
     test_path: Some("/v0.1/users/me"),
     revoke_url: None,
+    authorize_url: Some("https://auth.crossbeam.com/authorize"),
+    pkce: None,
     scope_shape: None,
     route_headers: &[RequiredHeader {
         name: "Xbeam-Organization",
@@ -77,6 +83,8 @@ const CROSS_RIVER: Preset = Preset {
     lockout_sensitive: true,
     test_path: Some("/api/SignupCard/TestOauth"),
     revoke_url: None,
+    authorize_url: None,
+    pkce: None,
     scope_shape: None,
     route_headers: &[],
 };
@@ -95,6 +103,8 @@ const XREF: Preset = Preset {
     lockout_sensitive: false,
     test_path: None,
     revoke_url: Some("https://api-open.xref.com/oauth/deauthorize"),
+    authorize_url: Some("https://login.xref.com/oauth/open-api/{client_id}"),
+    pkce: Some(false),
     scope_shape: None,
     route_headers: &[],
 };
@@ -113,6 +123,8 @@ const CULTUREAMP: Preset = Preset {
     lockout_sensitive: false,
     test_path: None,
     revoke_url: None,
+    authorize_url: None,
+    pkce: None,
     scope_shape: Some(ScopeShape::TargetEntity),
     route_headers: &[],
 };
@@ -130,6 +142,8 @@ const PAT: Preset = Preset {
     lockout_sensitive: false,
     test_path: None,
     revoke_url: None,
+    authorize_url: None,
+    pkce: None,
     scope_shape: None,
     route_headers: &[],
 };

@@ -178,6 +178,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Provider and route names end up in metric labels and URLs, so they stay plain.
+/// An account name: it appears in URLs, metric labels and the store's record names.
+pub fn check_account_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid account name: 1 to 64 of A-Z a-z 0-9 . _ -",
+            name.escape_debug()
+        ))
+    }
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars

@@ -20,7 +20,9 @@ use super::token::AccessToken;
 use crate::config::{GrantConfig, ProviderConfig};
 use crate::metrics::{Metrics, ProviderMetrics, TokenOutcome};
 use crate::secret::{Secret, digest_name};
-use crate::store::{CredentialKey, CredentialRecord, Rejection, TokenStore};
+use crate::store::{
+    AccountInfo, CredentialKey, CredentialRecord, Rejection, StoredToken, TokenStore,
+};
 
 /// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
 const MIN_DEFAULT_MARGIN: Duration = Duration::from_secs(5);
@@ -40,7 +42,7 @@ const BACKOFF_FLOOR: Duration = Duration::from_millis(250);
 
 type Flight = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GrantError>>>;
 
-/// The token of one OAuth provider (later: one provider + account).
+/// The token of one OAuth provider, or of one connected account of a provider.
 pub struct TokenCache {
     /// Replaced by a reload that keeps the credentials but changes other settings, so one
     /// credential always has one cache: one flight, one refresh token, one rejection state.
@@ -60,6 +62,10 @@ pub struct TokenCache {
     replay_failed_at: Mutex<Option<Instant>>,
     /// Token requests sent without a recorded answer (lockout-sensitive providers only).
     unconfirmed: AtomicU32,
+    /// A connected account's details, rewritten with every record of it.
+    account: Mutex<Option<AccountInfo>>,
+    /// Replaced by a new connection of its account, or removed: writes nothing more.
+    retired: AtomicBool,
     metrics: ProviderMetrics,
 }
 
@@ -124,6 +130,19 @@ impl TokenCache {
         metrics: &Metrics,
     ) -> Self {
         let metrics = metrics.provider(&provider.name, grant_name(&provider.grant));
+        Self::with_metrics(provider, client, store, key, identity, metrics)
+    }
+
+    /// As [`TokenCache::new`], counting into handles already resolved (one set per provider,
+    /// shared by its accounts).
+    pub fn with_metrics(
+        provider: Arc<ProviderConfig>,
+        client: TokenClient,
+        store: Arc<dyn TokenStore>,
+        key: CredentialKey,
+        identity: String,
+        metrics: ProviderMetrics,
+    ) -> Self {
         let lineage = match &provider.grant {
             GrantConfig::RefreshToken { refresh_token, .. } => {
                 let material = zeroize::Zeroizing::new(format!(
@@ -150,6 +169,8 @@ impl TokenCache {
             flight: Mutex::new(FlightState::default()),
             replay_failed_at: Mutex::new(None),
             unconfirmed: AtomicU32::new(0),
+            account: Mutex::new(None),
+            retired: AtomicBool::new(false),
             metrics,
         }
     }
@@ -254,6 +275,14 @@ impl TokenCache {
         }));
         if scheme_changed {
             self.current.store(None);
+        }
+        // Accounts keep their record across a new client secret (their key leaves the secret
+        // out), so a rejection of the old secret must not outlive it.
+        let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.key.account.is_some()
+            && matches!(&state.blocked, Some(Blocked::Rejected(error)) if !error.needs_reauthorization())
+        {
+            state.blocked = None;
         }
     }
 
@@ -414,6 +443,16 @@ impl TokenCache {
         }
         self.unconfirmed
             .store(record.unconfirmed_attempts, Ordering::SeqCst);
+        let reauthorize = record
+            .account
+            .as_ref()
+            .is_some_and(|account| account.reauthorization_required);
+        *self.account.lock().unwrap_or_else(PoisonError::into_inner) = record.account;
+        if reauthorize {
+            return Err(GrantError::ReauthorizationRequired {
+                reason: "recorded before a restart".into(),
+            });
+        }
         if let Some(rejection) = record.rejected {
             return Err(GrantError::Rejected {
                 status: rejection.status,
@@ -454,54 +493,68 @@ impl TokenCache {
     /// Writes the outcome of a token request. A rotated refresh token that cannot be written is
     /// an error: using its access token would leave only a retired refresh token on disk.
     async fn persist(&self, result: &Result<AccessToken, GrantError>) -> Result<(), GrantError> {
-        let refresh_token = self
-            .refresh_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        if self.retired.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         // Any answer confirms the attempts before it; only a request left unanswered stays counted.
         let unconfirmed = match result {
             Err(GrantError::NoAnswer { .. }) => self.unconfirmed.load(Ordering::SeqCst),
             _ => 0,
         };
         self.unconfirmed.store(unconfirmed, Ordering::SeqCst);
+        let rejection = |status: u16, oauth_error: &Option<String>| Rejection {
+            status,
+            oauth_error: oauth_error.clone(),
+            at: SystemTime::now(),
+        };
         let record = match result {
-            Ok(token) => CredentialRecord {
-                access_token: Some(token.to_stored()),
-                refresh_token,
-                rejected: None,
-                unconfirmed_attempts: 0,
-                lineage: self.lineage.clone(),
-            },
+            Ok(token) => {
+                self.note_account_outcome(None);
+                self.record(Some(token.to_stored()), None, 0)
+            }
+            Err(error @ GrantError::ReauthorizationRequired { .. }) => {
+                self.note_account_outcome(Some(error));
+                // Both tokens are dead; only the account's details remain.
+                self.refresh_token
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                self.record(None, None, 0)
+            }
+            // An account's record survives a new client secret (see `update`): a rejection of
+            // this one is kept in memory only.
+            Err(error @ GrantError::Rejected { .. }) if self.key.account.is_some() => {
+                self.note_account_outcome(Some(error));
+                self.record(None, None, 0)
+            }
             Err(GrantError::Rejected {
                 status,
                 oauth_error,
-            }) => CredentialRecord {
-                access_token: None,
-                refresh_token,
-                rejected: Some(Rejection {
-                    status: *status,
-                    oauth_error: oauth_error.clone(),
-                    at: SystemTime::now(),
-                }),
-                unconfirmed_attempts: 0,
-                lineage: self.lineage.clone(),
-            },
+            }) => self.record(None, Some(rejection(*status, oauth_error)), 0),
+            Err(error) if self.key.account.is_some() => {
+                self.note_account_outcome(Some(error));
+                self.record(
+                    self.current().map(|token| token.to_stored()),
+                    None,
+                    unconfirmed,
+                )
+            }
             // An answer that was not a rejection clears the count recorded before the request.
-            Err(_) if self.provider().lockout_sensitive => CredentialRecord {
-                access_token: self.current().map(|token| token.to_stored()),
-                refresh_token,
-                rejected: None,
-                unconfirmed_attempts: unconfirmed,
-                lineage: self.lineage.clone(),
-            },
+            Err(_) if self.provider().lockout_sensitive => self.record(
+                self.current().map(|token| token.to_stored()),
+                None,
+                unconfirmed,
+            ),
             Err(_) => return Ok(()),
         };
         match self.store.save(&self.key, &record).await {
             Ok(()) => Ok(()),
             Err(error) => {
                 tracing::error!(provider = %self.provider().name, %error, "cannot write the token store");
-                if matches!(self.provider().grant, GrantConfig::RefreshToken { .. }) {
+                if matches!(
+                    self.provider().grant,
+                    GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
+                ) {
                     return Err(GrantError::Transient {
                         reason: "the rotated refresh token could not be stored".into(),
                     });
@@ -518,7 +571,9 @@ impl TokenCache {
         let result = self.request().await;
         let outcome = match &result {
             Ok(_) => TokenOutcome::Ok,
-            Err(GrantError::Rejected { .. }) => TokenOutcome::Rejected,
+            Err(GrantError::Rejected { .. } | GrantError::ReauthorizationRequired { .. }) => {
+                TokenOutcome::Rejected
+            }
             Err(GrantError::RateLimited { .. }) => TokenOutcome::RateLimited,
             Err(GrantError::Transient { .. } | GrantError::NoAnswer { .. }) => {
                 TokenOutcome::Transient
@@ -560,9 +615,77 @@ impl TokenCache {
                 }
                 Ok(issued.token)
             }
+            GrantConfig::AuthorizationCode(code) => {
+                self.refresh_account(provider, client, &code.endpoint).await
+            }
             GrantConfig::Static { .. } => Err(GrantError::Transient {
                 reason: "a static token is never requested".into(),
             }),
+        }
+    }
+
+    /// Renews a connected account's token with its refresh token. `invalid_grant` may mean that
+    /// another process rotated the refresh token first: the store is read once more, and only
+    /// when it holds no newer refresh token does the account need a person again.
+    async fn refresh_account(
+        &self,
+        provider: &ProviderConfig,
+        client: &TokenClient,
+        endpoint: &crate::config::TokenEndpoint,
+    ) -> Result<AccessToken, GrantError> {
+        let mut reread = false;
+        loop {
+            let current = self
+                .refresh_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let Some(current) = current else {
+                return Err(GrantError::ReauthorizationRequired {
+                    reason:
+                        "the token expired or was refused and the vendor issued no refresh token"
+                            .into(),
+                });
+            };
+            let grant = GrantRequest::RefreshToken(&current);
+            match client.request(provider, endpoint, grant).await {
+                Ok(issued) => {
+                    if let Some(rotated) = issued.refresh_token {
+                        *self
+                            .refresh_token
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(rotated);
+                    }
+                    let mut token = issued.token;
+                    if let Some(account) = self.account_info() {
+                        token.inherit_fields(&account.fields);
+                    }
+                    return Ok(token);
+                }
+                Err(GrantError::Rejected {
+                    oauth_error: Some(code),
+                    ..
+                }) if code == "invalid_grant" => {
+                    let stored = if reread {
+                        None
+                    } else {
+                        self.store.load(&self.key).await.ok().flatten()
+                    };
+                    reread = true;
+                    match stored.and_then(|record| record.refresh_token) {
+                        Some(newer) if !newer.same_as(&current) => {
+                            self.adopt_refresh_token(newer);
+                        }
+                        _ => {
+                            return Err(GrantError::ReauthorizationRequired {
+                                reason: "the vendor refused the refresh token (invalid_grant)"
+                                    .into(),
+                            });
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 
@@ -572,6 +695,11 @@ impl TokenCache {
         let expires_in = token.as_ref().map(|token| token.remaining(now));
         let state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
         let (state, retry_in, error) = match (&state.blocked, &state.running) {
+            (Some(Blocked::Rejected(error)), _) if error.needs_reauthorization() => (
+                ProviderState::ReauthorizationRequired,
+                None,
+                Some(error.clone()),
+            ),
             (Some(Blocked::Rejected(error)), _) => (
                 ProviderState::CredentialsRejected,
                 None,
@@ -591,7 +719,7 @@ impl TokenCache {
         };
         ProviderStatus {
             provider: self.provider().name.clone(),
-            account: None,
+            account: self.key.account.clone(),
             state,
             expires_in,
             retry_in,
@@ -613,17 +741,11 @@ impl TokenCache {
                 oauth_error: Some("unconfirmed_attempts".into()),
             });
         }
-        let record = CredentialRecord {
-            access_token: self.current().map(|token| token.to_stored()),
-            refresh_token: self
-                .refresh_token
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-            rejected: None,
-            unconfirmed_attempts: attempts + 1,
-            lineage: self.lineage.clone(),
-        };
+        let record = self.record(
+            self.current().map(|token| token.to_stored()),
+            None,
+            attempts + 1,
+        );
         if let Err(error) = self.store.save(&self.key, &record).await {
             tracing::error!(provider = %self.provider().name, %error, "cannot record the token request in the store; not sending it");
             return Err(GrantError::Transient {
@@ -642,6 +764,53 @@ impl TokenCache {
         state.consecutive_failures = 0;
     }
 
+    /// The record this cache writes, around its current refresh token and account details.
+    fn record(
+        &self,
+        access_token: Option<StoredToken>,
+        rejected: Option<Rejection>,
+        unconfirmed_attempts: u32,
+    ) -> CredentialRecord {
+        CredentialRecord {
+            access_token,
+            refresh_token: self
+                .refresh_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            rejected,
+            unconfirmed_attempts,
+            lineage: self.lineage.clone(),
+            account: self
+                .account
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+
+    /// Records on a connected account how its last token request ended.
+    fn note_account_outcome(&self, error: Option<&GrantError>) {
+        let mut account = self.account.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(account) = account.as_mut() {
+            account.reauthorization_required = error.is_some_and(GrantError::needs_reauthorization);
+            account.last_error = error.map(GrantError::code);
+        }
+    }
+
+    /// Stops this cache from writing to the store (its account was connected again or removed).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// The connected account's details, as last read or written.
+    pub fn account_info(&self) -> Option<AccountInfo> {
+        self.account
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn finish(&self, result: &Result<Arc<AccessToken>, GrantError>) {
         let mut state = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
@@ -651,6 +820,10 @@ impl TokenCache {
                 state.blocked = None;
                 state.consecutive_failures = 0;
                 tracing::debug!(provider = %self.provider().name, lifetime = ?token.lifetime, "token obtained");
+            }
+            Err(error @ GrantError::ReauthorizationRequired { .. }) => {
+                tracing::error!(provider = %self.provider().name, account = self.key.account.as_deref().unwrap_or_default(), %error, "the account must be connected again");
+                state.blocked = Some(Blocked::Rejected(error.clone()));
             }
             Err(error @ GrantError::Rejected { .. }) => {
                 tracing::error!(provider = %self.provider().name, %error, "credentials rejected; no further token request until the configuration changes");
@@ -690,11 +863,12 @@ impl TokenCache {
 }
 
 /// The grant's name as the metrics label it.
-fn grant_name(grant: &GrantConfig) -> &'static str {
+pub(super) fn grant_name(grant: &GrantConfig) -> &'static str {
     match grant {
         GrantConfig::Static { .. } => "static",
         GrantConfig::ClientCredentials(_) => "client_credentials",
         GrantConfig::RefreshToken { .. } => "refresh_token",
+        GrantConfig::AuthorizationCode(_) => "authorization_code",
     }
 }
 

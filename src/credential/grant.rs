@@ -24,6 +24,13 @@ pub enum GrantRequest<'a> {
     ClientCredentials,
     /// Exchange this refresh token; the answer may rotate it.
     RefreshToken(&'a Secret),
+    /// Exchange the code a person's authorization produced (RFC 6749 section 4.1.3).
+    AuthorizationCode {
+        code: &'a Secret,
+        redirect_uri: &'a str,
+        /// The PKCE verifier, when the authorize request carried a challenge.
+        code_verifier: Option<&'a Secret>,
+    },
 }
 
 /// RFC 6749 section 5.2 codes that mean the same request can never succeed.
@@ -57,6 +64,35 @@ pub enum GrantError {
     /// counted it as a strike. Retried like a transient failure, but counted as unconfirmed.
     #[error("the token request got no answer: {reason}")]
     NoAnswer { reason: String },
+    /// A connected account's tokens are gone for good (`invalid_grant` on refresh, or no
+    /// refresh token): only a person connecting it again helps.
+    #[error("the account must be connected again: {reason}")]
+    ReauthorizationRequired { reason: String },
+}
+
+// === impl GrantError ===
+
+impl GrantError {
+    /// True when only a person can fix it by connecting the account again.
+    pub fn needs_reauthorization(&self) -> bool {
+        matches!(self, GrantError::ReauthorizationRequired { .. })
+    }
+
+    /// A short code for listings (`invalid_grant`, `http_503`); never a secret.
+    pub fn code(&self) -> String {
+        match self {
+            GrantError::Rejected {
+                oauth_error: Some(code),
+                ..
+            } => code.clone(),
+            GrantError::Rejected { status, .. } | GrantError::RateLimited { status, .. } => {
+                format!("http_{status}")
+            }
+            GrantError::Transient { .. } => "transient".into(),
+            GrantError::NoAnswer { .. } => "no_answer".into(),
+            GrantError::ReauthorizationRequired { .. } => "reauthorization_required".into(),
+        }
+    }
 }
 
 /// The outbound HTTP client for a provider's token endpoint.
@@ -133,6 +169,18 @@ fn token_params(
         GrantRequest::RefreshToken(refresh_token) => {
             params.push(("grant_type".to_string(), "refresh_token".into()));
             params.push(("refresh_token".into(), refresh_token.expose().into()));
+        }
+        GrantRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => {
+            params.push(("grant_type".to_string(), "authorization_code".into()));
+            params.push(("code".into(), code.expose().into()));
+            params.push(("redirect_uri".into(), redirect_uri.into()));
+            if let Some(verifier) = code_verifier {
+                params.push(("code_verifier".into(), verifier.expose().into()));
+            }
         }
     }
     for (name, value) in &endpoint.extra_params {

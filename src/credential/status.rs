@@ -83,19 +83,20 @@ impl Credentials {
         let mut statuses: Vec<ProviderStatus> = self
             .sources
             .iter()
-            .map(|(name, source)| match source {
-                Source::Static(_) => ProviderStatus {
+            .flat_map(|(name, source)| match source {
+                Source::Static(_) => vec![ProviderStatus {
                     provider: name.clone(),
                     account: None,
                     state: ProviderState::Ok,
                     expires_in: None,
                     retry_in: None,
                     error: None,
-                },
-                Source::Endpoint(cache) => cache.status(now),
+                }],
+                Source::Endpoint(cache) => vec![cache.status(now)],
+                Source::Accounts(set) => set.statuses(now),
             })
             .collect();
-        statuses.sort_by(|a, b| a.provider.cmp(&b.provider));
+        statuses.sort_by(|a, b| (&a.provider, &a.account).cmp(&(&b.provider, &b.account)));
         statuses
     }
 }

@@ -183,6 +183,16 @@ impl AccessToken {
     }
 
     /// Renew `margin` before expiry (the cache's `refresh_before`).
+    /// Adds `fields` this token's response did not carry (a refresh answer lacks what the code
+    /// exchange captured, such as `xref_account_id`).
+    pub fn inherit_fields(&mut self, fields: &BTreeMap<String, String>) {
+        for (name, value) in fields {
+            self.fields
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+
     pub fn renew_before(&mut self, margin: Duration) {
         self.renew_at = self
             .expires_at

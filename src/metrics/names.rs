@@ -59,7 +59,7 @@ pub const RETRY_NOT_REPLAYABLE: &str = "not_replayable";
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 /// `code` of an answer authrelay made itself: its `X-Relay-Error` codes (`proxy/error.rs`).
-pub const RELAY_ERROR_CODES: [&str; 22] = [
+pub const RELAY_ERROR_CODES: [&str; 25] = [
     "no_route",
     "method_not_allowed",
     "bad_request",
@@ -79,6 +79,9 @@ pub const RELAY_ERROR_CODES: [&str; 22] = [
     "credentials_rejected",
     "token_unavailable",
     "bad_token_response",
+    "no_account",
+    "reauthorization_required",
+    "store_unavailable",
     "upstream_unreachable",
     "upstream_timeout",
     "upstream_error",

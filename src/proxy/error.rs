@@ -87,6 +87,11 @@ impl ProxyError {
             ProxyError::Credential(CredentialError::Rejected { .. }) => "credentials_rejected",
             ProxyError::Credential(CredentialError::Unavailable { .. }) => "token_unavailable",
             ProxyError::Credential(CredentialError::BadHeader { .. }) => "bad_token_response",
+            ProxyError::Credential(CredentialError::NoAccount { .. }) => "no_account",
+            ProxyError::Credential(CredentialError::ReauthorizationRequired { .. }) => {
+                "reauthorization_required"
+            }
+            ProxyError::Credential(CredentialError::Store { .. }) => "store_unavailable",
             ProxyError::Upstream(UpstreamError::Connect(_)) => "upstream_unreachable",
             ProxyError::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             ProxyError::Upstream(UpstreamError::Exchange(_)) => "upstream_error",
@@ -115,6 +120,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge | ProxyError::Upstream(UpstreamError::BodyTooLarge) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
+            ProxyError::Credential(
+                CredentialError::NoAccount { .. } | CredentialError::ReauthorizationRequired { .. },
+            ) => StatusCode::FORBIDDEN,
             ProxyError::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Connect(_) | UpstreamError::Exchange(_)) => {
@@ -150,6 +158,7 @@ impl ProxyError {
             ProxyError::Credential(CredentialError::BadHeader { .. }) => {
                 Some(Duration::from_secs(60))
             }
+            ProxyError::Credential(CredentialError::Store { .. }) => Some(Duration::from_secs(5)),
             _ => None,
         }
     }
@@ -159,7 +168,10 @@ impl ProxyError {
             ProxyError::Credential(
                 CredentialError::Rejected { provider, .. }
                 | CredentialError::Unavailable { provider, .. }
-                | CredentialError::BadHeader { provider, .. },
+                | CredentialError::BadHeader { provider, .. }
+                | CredentialError::NoAccount { provider, .. }
+                | CredentialError::ReauthorizationRequired { provider, .. }
+                | CredentialError::Store { provider },
             ) => Some(provider),
             _ => None,
         }
@@ -254,6 +266,17 @@ mod tests {
             ProxyError::Credential(CredentialError::BadHeader {
                 provider: "p".into(),
                 header: "h".into(),
+            }),
+            ProxyError::Credential(CredentialError::NoAccount {
+                provider: "p".into(),
+                account: None,
+            }),
+            ProxyError::Credential(CredentialError::ReauthorizationRequired {
+                provider: "p".into(),
+                account: "a".into(),
+            }),
+            ProxyError::Credential(CredentialError::Store {
+                provider: "p".into(),
             }),
             ProxyError::Upstream(UpstreamError::Connect(boxed())),
             ProxyError::Upstream(UpstreamError::Timeout(Duration::from_secs(1))),

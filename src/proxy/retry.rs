@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::ProxyError;
 use super::deadline::Deadline;
 use crate::config::RouteConfig;
+use crate::credential::Credential;
 use crate::state::State;
 use crate::upstream::{BoxError, CallerBodyFailed, ProxyBody};
 
@@ -139,6 +140,7 @@ impl RequestBody {
 pub async fn send_with_retry(
     state: &State,
     route: &RouteConfig,
+    credential: &Credential,
     outgoing: Outgoing,
     body: RequestBody,
     attempts: &mut Attempts,
@@ -147,16 +149,14 @@ pub async fn send_with_retry(
         RequestBody::Buffered(bytes) => Some(bytes.clone()),
         RequestBody::Streaming(_) => None,
     };
-    let (request, used) = authorized(state, route, &outgoing, body).await?;
+    let (request, used) = authorized(route, credential, &outgoing, body).await?;
     let response = send(state, route, request, attempts).await?;
-    if response.status() != StatusCode::UNAUTHORIZED
-        || !state.credentials.can_refresh(&route.provider)
-    {
+    if response.status() != StatusCode::UNAUTHORIZED || !credential.can_refresh() {
         return Ok(response);
     }
     // The token is suspect either way: the next request should not be sent with it. While the
     // vendor refuses even fresh tokens, 401s pass through without a refresh.
-    if !state.credentials.invalidate(&route.provider, &used) {
+    if !credential.invalidate(&used) {
         attempts.retry = RetryOutcome::Failed;
         return Ok(response);
     }
@@ -168,10 +168,11 @@ pub async fn send_with_retry(
     tracing::info!(route = %route.name, provider = %route.provider, "upstream answered 401; replaying once with a fresh token");
     // Failed until the replay answers something other than 401.
     attempts.retry = RetryOutcome::Failed;
-    let (request, _) = authorized(state, route, &outgoing, RequestBody::Buffered(bytes)).await?;
+    let (request, _) =
+        authorized(route, credential, &outgoing, RequestBody::Buffered(bytes)).await?;
     let response = send(state, route, request, attempts).await?;
     if response.status() == StatusCode::UNAUTHORIZED {
-        state.credentials.note_replay_failed(&route.provider);
+        credential.note_replay_failed();
     } else {
         attempts.retry = RetryOutcome::Recovered;
     }
@@ -196,8 +197,8 @@ async fn send(
 }
 
 async fn authorized(
-    state: &State,
     route: &RouteConfig,
+    credential: &Credential,
     outgoing: &Outgoing,
     body: RequestBody,
 ) -> Result<
@@ -208,7 +209,7 @@ async fn authorized(
     ProxyError,
 > {
     let mut headers = outgoing.headers.clone();
-    let used = state.credentials.authorize(route, &mut headers).await?;
+    let used = credential.authorize(route, &mut headers).await?;
     let mut request = Request::new(body.into_body());
     *request.method_mut() = outgoing.method.clone();
     *request.uri_mut() = outgoing.uri.clone();

@@ -205,6 +205,25 @@ impl TokenStore for FileStore {
         }))
     }
 
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let name = record_name(key);
+        Box::pin(self.run_blocking(move |open_db| {
+            let write = open_db
+                .database
+                .begin_write()
+                .map_err(|e| open_db.error(e))?;
+            let removed = {
+                let mut table = write.open_table(RECORDS).map_err(|e| open_db.error(e))?;
+                table
+                    .remove(name.as_str())
+                    .map_err(|e| open_db.error(e))?
+                    .is_some()
+            };
+            write.commit().map_err(|e| open_db.error(e))?;
+            Ok(removed)
+        }))
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<(CredentialKey, CredentialRecord)>, StoreError>> {
         Box::pin(self.run_blocking(|open_db| {
             let read = open_db

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::seal::{SealError, SealingKey};
-use super::{CredentialKey, CredentialRecord, Rejection, StoredToken};
+use super::{AccountInfo, CredentialKey, CredentialRecord, Rejection, StoredToken};
 use crate::secret::Secret;
 
 /// Prefix of every credential record's name; other names hold store metadata.
@@ -41,6 +41,17 @@ struct RecordFile {
     unconfirmed_attempts: u32,
     #[serde(default)]
     lineage: Option<String>,
+    #[serde(default)]
+    account_info: Option<AccountFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccountFile {
+    connected_at: Duration,
+    scopes: Vec<String>,
+    fields: BTreeMap<String, String>,
+    reauthorization_required: bool,
+    last_error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -113,6 +124,13 @@ pub(super) fn seal_record(
         }),
         unconfirmed_attempts: record.unconfirmed_attempts,
         lineage: record.lineage.clone(),
+        account_info: record.account.as_ref().map(|info| AccountFile {
+            connected_at: since_epoch(info.connected_at),
+            scopes: info.scopes.clone(),
+            fields: info.fields.clone(),
+            reauthorization_required: info.reauthorization_required,
+            last_error: info.last_error.clone(),
+        }),
     };
     // Sized generously up front: a reallocation would leave a plaintext copy in freed memory.
     let token_len = record.access_token.as_ref().map_or(0, |token| {
@@ -170,6 +188,13 @@ pub(super) fn open_record(
         }),
         unconfirmed_attempts: file.unconfirmed_attempts,
         lineage: file.lineage.take(),
+        account: file.account_info.take().map(|info| AccountInfo {
+            connected_at: UNIX_EPOCH + info.connected_at,
+            scopes: info.scopes,
+            fields: info.fields,
+            reauthorization_required: info.reauthorization_required,
+            last_error: info.last_error,
+        }),
     };
     Ok((key, record))
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::super::file::{Ordered, ProviderFile, SecretText};
 use super::super::presets::{self, PRESET_NAMES, Preset, ScopeShape};
-use super::super::{CaBundle, ClientAuth, GrantConfig, ProviderConfig, TokenEndpoint};
+use super::super::{
+    AuthorizationCode, CaBundle, ClientAuth, GrantConfig, ProviderConfig, TokenEndpoint,
+};
 use super::{Problems, check_name, parse_duration, pem, secret_ref};
 use crate::secret::Secret;
 
@@ -20,18 +22,21 @@ const RESERVED_PARAMS: &[&str] = &[
     "client_secret",
     "scope",
     "refresh_token",
+    "code",
+    "code_verifier",
+    "code_challenge",
+    "code_challenge_method",
+    "redirect_uri",
+    "response_type",
+    "state",
 ];
 
-/// Why `authorization_code` is refused, and what works today instead.
-const AUTHORIZATION_CODE_LATER: &str = "not supported yet (connected accounts come later); \
-     for now write `grant: refresh_token` with a `refresh_token`";
-
-/// The grants this milestone builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grant {
     Static,
     ClientCredentials,
     RefreshToken,
+    AuthorizationCode,
 }
 
 /// One provider being checked: its YAML path, what the file says, and the preset behind it.
@@ -74,19 +79,11 @@ pub(super) fn provider(
     // An unknown preset would have filled the grant: one error for it is enough.
     let grant = match (&file.grant, preset) {
         (Some(text), _) => problems.check(check.field("grant"), parse_grant(text)),
-        (None, Some(preset)) => {
-            let grant = parse_grant(preset.grant).map_err(|_| {
-                format!(
-                    "preset {} uses grant {}, which is {AUTHORIZATION_CODE_LATER}",
-                    preset.name, preset.grant
-                )
-            });
-            problems.check(check.field("grant"), grant)
-        }
+        (None, Some(preset)) => problems.check(check.field("grant"), parse_grant(preset.grant)),
         (None, None) if preset_unknown => None,
         (None, None) => {
-            let message =
-                "required when there is no preset: static, client_credentials or refresh_token";
+            let message = "required when there is no preset: static, client_credentials, \
+                 refresh_token or authorization_code";
             problems.add(check.field("grant"), message);
             None
         }
@@ -101,6 +98,7 @@ pub(super) fn provider(
             endpoint.map(GrantConfig::ClientCredentials)
         }
         Grant::RefreshToken => check.refresh_token_grant(problems),
+        Grant::AuthorizationCode => check.authorization_code_grant(problems),
     });
     let scheme = check.scheme(problems);
     let refresh_before = check.duration("refresh_before", file.refresh_before.as_ref(), problems);
@@ -146,11 +144,10 @@ fn parse_grant(text: &str) -> Result<Grant, String> {
         "static" => Ok(Grant::Static),
         "client_credentials" => Ok(Grant::ClientCredentials),
         "refresh_token" => Ok(Grant::RefreshToken),
-        "authorization_code" => Err(format!(
-            "grant authorization_code is {AUTHORIZATION_CODE_LATER}"
-        )),
+        "authorization_code" => Ok(Grant::AuthorizationCode),
         other => Err(format!(
-            "unknown grant `{other}` (expected static, client_credentials or refresh_token)"
+            "unknown grant `{other}` (expected static, client_credentials, refresh_token or \
+             authorization_code)"
         )),
     }
 }
@@ -209,6 +206,34 @@ fn parse_endpoint_url(text: &str) -> Result<reqwest::Url, String> {
     }
     if url.fragment().is_some() {
         return Err("must not have a #fragment".into());
+    }
+    Ok(url)
+}
+
+/// The vendor's authorize page: an endpoint URL once its `{client_id}` placeholder is filled.
+fn parse_authorize_url(text: &str) -> Result<String, String> {
+    parse_endpoint_url(&text.replace("{client_id}", "client"))?;
+    if text.replace("{client_id}", "").contains(['{', '}']) {
+        return Err("the only placeholder an authorize_url may hold is {client_id}".into());
+    }
+    Ok(text.to_string())
+}
+
+/// The callback the vendor sends the person back to. It may be any host (a public name in front
+/// of the admin listener), but its path must end where the admin listener serves the callback.
+fn parse_redirect_uri(text: &str, provider: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|error| format!("not a valid URL: {error}"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {
+        return Err("must be an absolute http(s) URL".into());
+    }
+    if url.fragment().is_some() || url.query().is_some() {
+        return Err("must have neither a ?query nor a #fragment".into());
+    }
+    let expected = format!("/callback/{provider}");
+    if !url.path().ends_with(&expected) {
+        return Err(format!(
+            "its path must end in {expected}, where the admin listener receives the code"
+        ));
     }
     Ok(url)
 }
@@ -275,6 +300,7 @@ impl Grant {
             Grant::Static => "static",
             Grant::ClientCredentials => "client_credentials",
             Grant::RefreshToken => "refresh_token",
+            Grant::AuthorizationCode => "authorization_code",
         }
     }
 }
@@ -334,6 +360,9 @@ impl ProviderCheck<'_> {
             ("scopes", file.scopes.is_some()),
             ("extra_params", file.extra_params.is_some()),
             ("refresh_token", file.refresh_token.is_some()),
+            ("authorize_url", file.authorize_url.is_some()),
+            ("redirect_uri", file.redirect_uri.is_some()),
+            ("pkce", file.pkce.is_some()),
         ];
         for (name, _) in unused.iter().filter(|(_, written)| *written) {
             problems.add(self.field(name), "not used by grant static");
@@ -357,6 +386,64 @@ impl ProviderCheck<'_> {
             let message = format!("not used by grant {grant_name} (it is for grant refresh_token)");
             problems.add(self.field("refresh_token"), message);
         }
+        if grant != Grant::AuthorizationCode {
+            let code_fields = [
+                ("authorize_url", file.authorize_url.is_some()),
+                ("redirect_uri", file.redirect_uri.is_some()),
+                ("pkce", file.pkce.is_some()),
+            ];
+            for (name, _) in code_fields.iter().filter(|(_, written)| *written) {
+                let message =
+                    format!("not used by grant {grant_name} (it is for grant authorization_code)");
+                problems.add(self.field(name), message);
+            }
+        }
+    }
+
+    /// Connected accounts: the token endpoint, plus where a person authorizes and comes back.
+    fn authorization_code_grant(&self, problems: &mut Problems) -> Option<GrantConfig> {
+        self.out_of_place_tokens(Grant::AuthorizationCode, problems);
+        let endpoint = self.token_endpoint(Grant::AuthorizationCode, problems);
+        let file = self.file;
+        let authorize_url = match (
+            &file.authorize_url,
+            self.preset.and_then(|p| p.authorize_url),
+        ) {
+            (Some(text), _) => {
+                problems.check(self.field("authorize_url"), parse_authorize_url(text))
+            }
+            (None, Some(preset_url)) => Some(preset_url.to_string()),
+            (None, None) => {
+                let message = "required by grant authorization_code: the vendor's authorize page";
+                problems.add(self.field("authorize_url"), message);
+                None
+            }
+        };
+        let redirect_uri = match &file.redirect_uri {
+            Some(text) => {
+                let provider = self.path.trim_start_matches("providers.");
+                problems.check(
+                    self.field("redirect_uri"),
+                    parse_redirect_uri(text, provider),
+                )
+            }
+            None => {
+                let message = "required by grant authorization_code: the callback URL registered \
+                     at the vendor, reaching the admin listener's /callback/<provider>";
+                problems.add(self.field("redirect_uri"), message);
+                None
+            }
+        };
+        let pkce = file
+            .pkce
+            .or(self.preset.and_then(|preset| preset.pkce))
+            .unwrap_or(true);
+        Some(GrantConfig::AuthorizationCode(AuthorizationCode {
+            endpoint: endpoint?,
+            authorize_url: authorize_url?,
+            redirect_uri: redirect_uri?,
+            pkce,
+        }))
     }
 
     fn refresh_token_grant(&self, problems: &mut Problems) -> Option<GrantConfig> {

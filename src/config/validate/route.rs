@@ -10,9 +10,11 @@ use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 
 use super::super::file::{MatchFile, Ordered, RouteFile};
-use super::super::{GrantConfig, HeaderTemplate, RouteConfig, RouteMatch, UpstreamUrl};
+use super::super::{
+    GrantConfig, HeaderTemplate, ProviderConfig, RouteAccount, RouteConfig, RouteMatch, UpstreamUrl,
+};
 use super::byte_size::parse_byte_size;
-use super::{Problems, WrittenProviders, check_name, parse_duration};
+use super::{Problems, WrittenProviders, check_account_name, check_name, parse_duration};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,6 +66,9 @@ pub(super) fn routes(
         let is_static = provider
             .and_then(|provider| provider.config.as_ref())
             .is_some_and(|config| matches!(config.grant, GrantConfig::Static { .. }));
+        let account = provider
+            .and_then(|provider| provider.config.as_ref())
+            .and_then(|config| route_account(file, config, &path, problems));
 
         let name = match &file.name {
             Some(name) => problems
@@ -147,6 +152,7 @@ pub(super) fn routes(
             Some(name),
             Some(matcher),
             Some(upstream),
+            Some(account),
             Some(headers),
             Some(callers),
             Some(max_body),
@@ -156,6 +162,7 @@ pub(super) fn routes(
             name,
             matcher,
             upstream,
+            account,
             headers,
             callers,
             max_body,
@@ -171,6 +178,7 @@ pub(super) fn routes(
             strip_prefix: file.strip_prefix.unwrap_or(false),
             upstream,
             provider: file.provider.clone(),
+            account,
             headers,
             callers,
             upgrade: file.upgrade.unwrap_or(false),
@@ -180,6 +188,53 @@ pub(super) fn routes(
         });
     }
     routes
+}
+
+/// `account` / `account_header`: exactly one for a provider with connected accounts, neither
+/// for any other.
+fn route_account(
+    file: &RouteFile,
+    provider: &ProviderConfig,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<RouteAccount> {
+    let has_accounts = matches!(provider.grant, GrantConfig::AuthorizationCode(_));
+    match (&file.account, &file.account_header) {
+        (Some(_), Some(_)) => {
+            let message = "write account or account_header, not both";
+            problems.add(format!("{path}.account_header"), message);
+            None
+        }
+        (None, None) if has_accounts => {
+            let message = format!(
+                "provider {} connects accounts (grant authorization_code): name one with \
+                 account, or let the caller choose with account_header",
+                file.provider
+            );
+            problems.add(format!("{path}.account"), message);
+            None
+        }
+        (None, None) => Some(RouteAccount::None),
+        (Some(_), None) | (None, Some(_)) if !has_accounts => {
+            let field = if file.account.is_some() {
+                "account"
+            } else {
+                "account_header"
+            };
+            let message = format!(
+                "provider {} has no connected accounts (only grant authorization_code has)",
+                file.provider
+            );
+            problems.add(format!("{path}.{field}"), message);
+            None
+        }
+        (Some(account), None) => problems
+            .check(format!("{path}.account"), check_account_name(account))
+            .map(|()| RouteAccount::Fixed(account.clone())),
+        (None, Some(header)) => problems
+            .check(format!("{path}.account_header"), header_name(header))
+            .map(RouteAccount::FromHeader),
+    }
 }
 
 /// `routes[i].callers`: names from the top-level `callers`, at least one.
