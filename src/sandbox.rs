@@ -16,15 +16,30 @@
 //! *    /crossbeam/api/...                echo; needs Xbeam-Organization, else 403
 //! POST /cultureamp/v1/oauth2/token       Basic or body auth; scope `target-entity:<uuid>:<perms>`
 //! *    /cultureamp/v1/...                echo
-//! POST /generic/oauth/token              Basic, form body or JSON body; records the shape it saw
+//! GET  /generic/authorize                approves: 302 back with a code; PKCE S256 required
+//! POST /generic/oauth/token              client_credentials, authorization_code, refresh_token
+//!                                        (rotates, reuse revokes); Basic, form or JSON body auth;
+//!                                        records the shape it saw
 //! *    /generic/api/...                  echo
-//! GET  /xref/oauth/open-api/{client_id}  auto-approves; 302 to redirect_url with state and code
+//! GET  /xref/oauth/open-api/{client_id}  approves: 302 to redirect_url (or redirect_uri) with
+//!                                        state and code
 //! POST /xref/oauth/tokens                JSON body only; a token that never expires
 //! POST /xref/oauth/deauthorize           `Authorization: Token`; revokes that token
 //! *    /xref/api/...                     echo; `Authorization: Token` only
 //! *    /partner/api/...                  echo, static personal access token only
 //! GET  /_sandbox/stats   POST /_sandbox/knobs   POST /_sandbox/revoke
 //! ```
+//!
+//! The three authorize pages take one parameter no real vendor has, standing in for the person's
+//! click on the consent page:
+//!
+//! ```text
+//! sandbox_decision=approve   (the default) 302 back with code and state
+//! sandbox_decision=deny      302 back with error=access_denied, error_description and state,
+//!                            as when the person clicks "Deny"; no code is issued
+//! ```
+//!
+//! Request checks come first either way: a refused request is a 400 JSON answer, never a redirect.
 //!
 //! Under every API prefix, `.../_bytes?n=N`, `.../_status/NNN` and `.../_redirect` answer a
 //! streamed body of N bytes, that status, or a 302 (`?to=URL&status=307` pick the target and the
@@ -349,6 +364,26 @@ impl SandboxHandle {
         code_challenge: Option<&str>,
     ) -> String {
         crossbeam::approve(&self.state, client_id, redirect_uri, code_challenge)
+    }
+
+    /// A generic-vendor authorization code, as if the user had approved `client_id` with `scope`
+    /// and been sent to `redirect_uri`, for tests that skip the browser. `code_challenge` is the
+    /// S256 challenge (required by this vendor) the token request's `code_verifier` must answer.
+    pub fn generic_authorization_code(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        code_challenge: &str,
+        scope: Option<&str>,
+    ) -> String {
+        generic::approve(&self.state, client_id, redirect_uri, code_challenge, scope)
+    }
+
+    /// A generic-vendor refresh token for `client_id` with `scope`, as if an account had just
+    /// been connected: a new token family whose first refresh token this is. Not counted as a
+    /// token request.
+    pub fn generic_refresh_token(&self, client_id: &str, scope: Option<&str>) -> String {
+        generic::connect_offline(&self.state, client_id, scope)
     }
 
     /// An Xref authorization code for `client_id`, as if an account user had approved it.

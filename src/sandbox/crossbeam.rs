@@ -6,12 +6,16 @@
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::authorize::{self, check_redirect, query_params, redirect_back};
-use super::codes::{ApprovedCode, CodeExchange, is_pkce_text};
+use super::authorize::{
+    self, Decision, code_request, decision, pkce_challenge, query_params, redirect_denied,
+    redirect_with_code,
+};
+use super::codes::ApprovedCode;
 use super::reply::{self, ResponseBody};
 use super::state::{ClientCheck, SandboxState};
-use super::token_endpoint::{AnswerShape, Grant, OAuthError};
+use super::token_endpoint::{AnswerShape, Grant, OAuthError, redeem_code, rotate_refresh_token};
 use super::token_request::TokenRequest;
+use super::tokens::FamilyId;
 use super::{CROSSBEAM_ORGS, CROSSBEAM_USER_EMAIL, ClientAuth, Vendor};
 
 /// The `audience` every authorize request names (Auth0's API identifier).
@@ -37,61 +41,47 @@ const ORGANIZATION_HEADER: &str = "xbeam-organization";
 /// Lists the user's organizations; the one API path that needs no organization header.
 pub(super) const USERS_ME_PATH: &str = "/crossbeam/api/v0.1/users/me";
 
-/// `GET /crossbeam/authorize`: approves as the demo user and redirects back with a code.
+/// `GET /crossbeam/authorize`: approves as the demo user and redirects back with a code, or with
+/// `error=access_denied` under `sandbox_decision=deny`.
 pub(super) fn authorize(state: &SandboxState, query: Option<&str>) -> http::Response<ResponseBody> {
-    approve_from_query(state, query).unwrap_or_else(authorize::invalid_request)
+    answer_authorize(state, query).unwrap_or_else(authorize::invalid_request)
 }
 
-/// The redirect back with `code`, then `state` if given; or why the request is refused.
-fn approve_from_query(
+/// The redirect back, or why the request is refused.
+fn answer_authorize(
     state: &SandboxState,
     query: Option<&str>,
 ) -> Result<http::Response<ResponseBody>, &'static str> {
     let params = query_params(query)?;
-    let param = |name: &str| params.get(name).map(String::as_str);
-    let client_id = param("client_id").ok_or("client_id missing")?;
-    if state.check_client(Vendor::Crossbeam, client_id, None) == ClientCheck::UnknownClient {
-        return Err("unknown client_id");
-    }
-    match param("response_type") {
-        Some("code") => {}
-        Some(_) => return Err("response_type must be code"),
-        None => return Err("response_type missing"),
-    }
-    if param("audience") != Some(AUDIENCE) {
+    let request = code_request(state, Vendor::Crossbeam, &params)?;
+    if params.get("audience").map(String::as_str) != Some(AUDIENCE) {
         return Err("audience must be https://api.getcrossbeam.com");
     }
-    let redirect_uri = param("redirect_uri").ok_or("redirect_uri missing")?;
-    check_redirect(redirect_uri, false)?;
-    let scopes: Vec<&str> = param("scope")
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let scope = checked_scope(params.get("scope").map(String::as_str))?;
+    let code_challenge = pkce_challenge(&params)?;
+    if decision(&params)? == Decision::Deny {
+        return Ok(redirect_denied(request.redirect_uri, request.state));
+    }
+    let code = state.approve_code(ApprovedCode {
+        vendor: Vendor::Crossbeam,
+        client_id: request.client_id.to_owned(),
+        redirect_uri: Some(request.redirect_uri.to_owned()),
+        code_challenge: code_challenge.map(str::to_owned),
+        scope: Some(scope),
+    });
+    Ok(redirect_with_code(&request, &code))
+}
+
+/// The requested scopes, normalized to single spaces: `openid` among them, none unknown.
+fn checked_scope(scope: Option<&str>) -> Result<String, &'static str> {
+    let scopes: Vec<&str> = scope.unwrap_or_default().split_whitespace().collect();
     if !scopes.contains(&"openid") {
         return Err("scope must contain openid");
     }
     if scopes.iter().any(|scope| !ALLOWED_SCOPES.contains(scope)) {
         return Err("unknown scope");
     }
-    let code_challenge = match (param("code_challenge"), param("code_challenge_method")) {
-        (None, None) => None,
-        (Some(challenge), Some("S256")) if is_pkce_text(challenge) => Some(challenge),
-        (Some(_), Some("S256")) => return Err("code_challenge malformed"),
-        (Some(_), _) => return Err("code_challenge_method must be S256"),
-        (None, Some(_)) => return Err("code_challenge missing"),
-    };
-    let code = state.approve_code(ApprovedCode {
-        vendor: Vendor::Crossbeam,
-        client_id: client_id.to_owned(),
-        redirect_uri: Some(redirect_uri.to_owned()),
-        code_challenge: code_challenge.map(str::to_owned),
-        scope: Some(scopes.join(" ")),
-    });
-    let mut back = vec![("code", code.as_str())];
-    if let Some(state) = param("state") {
-        back.push(("state", state));
-    }
-    Ok(redirect_back(redirect_uri, &back))
+    Ok(scopes.join(" "))
 }
 
 /// A code approved for `client_id` with the full scope, as if the user had clicked through.
@@ -112,7 +102,9 @@ pub(super) fn approve(
 
 /// A new token family with the full scope; returns its first refresh token.
 pub(super) fn connect_offline(state: &SandboxState, client_id: &str) -> String {
-    state.open_offline_family(client_id, FULL_SCOPE).1
+    state
+        .open_offline_family(Vendor::Crossbeam, client_id, FULL_SCOPE)
+        .1
 }
 
 /// `POST /crossbeam/oauth/token`: the `authorization_code` and `refresh_token` grants.
@@ -120,37 +112,11 @@ pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Gran
     let client_id = authenticate(state, request)?;
     let (scope, family, refresh_token) = match request.param("grant_type") {
         Some("authorization_code") => {
-            let code = request
-                .secret_param("code")
-                .ok_or(OAuthError::invalid_request("code missing"))?;
-            let exchange = CodeExchange {
-                vendor: Vendor::Crossbeam,
-                client_id,
-                redirect_uri: request.param("redirect_uri"),
-                code_verifier: request.secret_param("code_verifier"),
-            };
-            let approved = state
-                .redeem_code(code, exchange)
-                .map_err(|rejection| OAuthError::invalid_grant(rejection.description()))?;
-            let scope = approved.scope.unwrap_or_default();
-            if scope
-                .split_whitespace()
-                .any(|scope| scope == "offline_access")
-            {
-                let (family, refresh_token) = state.open_offline_family(client_id, &scope);
-                (scope, family, Some(refresh_token))
-            } else {
-                let family = state.open_family(client_id, &scope);
-                (scope, family, None)
-            }
+            let approved = redeem_code(state, Vendor::Crossbeam, client_id, request)?;
+            connect(state, client_id, approved.scope.unwrap_or_default())
         }
         Some("refresh_token") => {
-            let presented = request
-                .secret_param("refresh_token")
-                .ok_or(OAuthError::invalid_request("refresh_token missing"))?;
-            let rotation = state
-                .rotate_refresh_token(client_id, presented)
-                .map_err(|rejection| OAuthError::invalid_grant(rejection.description()))?;
+            let rotation = rotate_refresh_token(state, Vendor::Crossbeam, client_id, request)?;
             (
                 rotation.scope,
                 rotation.family,
@@ -171,6 +137,25 @@ pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Gran
         refresh_token,
         answer: AnswerShape::OAuth,
     })
+}
+
+/// The family an approved code opens; a refresh token only with `offline_access`.
+fn connect(
+    state: &SandboxState,
+    client_id: &str,
+    scope: String,
+) -> (String, FamilyId, Option<String>) {
+    if scope
+        .split_whitespace()
+        .any(|scope| scope == "offline_access")
+    {
+        let (family, refresh_token) =
+            state.open_offline_family(Vendor::Crossbeam, client_id, &scope);
+        (scope, family, Some(refresh_token))
+    } else {
+        let family = state.open_family(Vendor::Crossbeam, client_id, &scope);
+        (scope, family, None)
+    }
 }
 
 /// client_id and client_secret in the body (form or JSON, as Auth0 takes); 401 otherwise.

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use super::api_auth::{self, AcceptedToken};
 use super::reply::{self, ResponseBody};
 use super::state::SandboxState;
-use super::{Vendor, admin, crossbeam, echo, token_endpoint, xref};
+use super::{Vendor, admin, crossbeam, echo, generic, token_endpoint, xref};
 
 /// A vendor that issues its own tokens: where they are obtained and where they are used.
 struct OAuthVendorRoutes {
@@ -51,6 +51,7 @@ const PARTNER_NAME: &str = "partner";
 
 /// The browser steps of the code vendors, and Xref's disconnect.
 const CROSSBEAM_AUTHORIZE_PATH: &str = "/crossbeam/authorize";
+const GENERIC_AUTHORIZE_PATH: &str = "/generic/authorize";
 const XREF_AUTHORIZE_PREFIX: &str = "/xref/oauth/open-api/";
 const XREF_DEAUTHORIZE_PATH: &str = "/xref/oauth/deauthorize";
 
@@ -76,25 +77,10 @@ pub(super) async fn route(
 }
 
 async fn vendor_route(state: &SandboxState, request: Request<Incoming>) -> Response<ResponseBody> {
+    if let Some(response) = account_route(state, &request) {
+        return response;
+    }
     let path = request.uri().path();
-    if path == CROSSBEAM_AUTHORIZE_PATH {
-        if request.method() != Method::GET {
-            return reply::method_not_allowed("GET");
-        }
-        return crossbeam::authorize(state, request.uri().query());
-    }
-    if let Some(client_id) = path.strip_prefix(XREF_AUTHORIZE_PREFIX) {
-        if request.method() != Method::GET {
-            return reply::method_not_allowed("GET");
-        }
-        return xref::authorize(state, client_id, request.uri().query());
-    }
-    if path == XREF_DEAUTHORIZE_PATH {
-        if request.method() != Method::POST {
-            return reply::method_not_allowed("POST");
-        }
-        return xref::deauthorize(state, request.headers());
-    }
     for routes in &OAUTH_VENDORS {
         if path == routes.token_path {
             if request.method() != Method::POST {
@@ -122,6 +108,40 @@ async fn vendor_route(state: &SandboxState, request: Request<Incoming>) -> Respo
         .await;
     }
     reply::not_found()
+}
+
+/// The authorize pages a person visits to connect an account, and Xref's disconnect.
+fn account_route(
+    state: &SandboxState,
+    request: &Request<Incoming>,
+) -> Option<Response<ResponseBody>> {
+    let (method, path, query) = (
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    );
+    let authorize = path == CROSSBEAM_AUTHORIZE_PATH
+        || path == GENERIC_AUTHORIZE_PATH
+        || path.starts_with(XREF_AUTHORIZE_PREFIX);
+    if authorize && method != Method::GET {
+        return Some(reply::method_not_allowed("GET"));
+    }
+    if path == CROSSBEAM_AUTHORIZE_PATH {
+        return Some(crossbeam::authorize(state, query));
+    }
+    if path == GENERIC_AUTHORIZE_PATH {
+        return Some(generic::authorize(state, query));
+    }
+    if let Some(client_id) = path.strip_prefix(XREF_AUTHORIZE_PREFIX) {
+        return Some(xref::authorize(state, client_id, query));
+    }
+    if path == XREF_DEAUTHORIZE_PATH {
+        if method != Method::POST {
+            return Some(reply::method_not_allowed("POST"));
+        }
+        return Some(xref::deauthorize(state, request.headers()));
+    }
+    None
 }
 
 async fn api(

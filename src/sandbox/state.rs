@@ -191,9 +191,20 @@ impl SandboxState {
         self.lock().tokens.check(vendor, token, required_scope)
     }
 
-    /// Forgets one token of `vendor`; false when there was no such token.
-    pub(super) fn revoke_token(&self, vendor: Vendor, token: &str) -> bool {
-        self.lock().tokens.revoke(vendor, token)
+    /// Forgets one Xref token at the client's request, counting it for the client it was issued
+    /// to; false when there was no such token.
+    pub(super) fn deauthorize_xref_token(&self, token: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(client_id) = inner.tokens.revoke(Vendor::Xref, token) else {
+            return false;
+        };
+        inner
+            .stats
+            .clients
+            .entry(client_id)
+            .or_default()
+            .deauthorizations += 1;
+        true
     }
 
     /// Remembers what the user approved; returns the code to redirect with.
@@ -204,32 +215,45 @@ impl SandboxState {
         code
     }
 
+    /// Consumes `code`, counting a successful exchange for the client that presented it.
     pub(super) fn redeem_code(
         &self,
         code: &str,
         exchange: CodeExchange<'_>,
     ) -> Result<ApprovedCode, CodeRejection> {
-        self.lock().codes.redeem(code, exchange)
+        let mut inner = self.lock();
+        let approved = inner.codes.redeem(code, exchange)?;
+        let client = inner.stats.clients.entry(exchange.client_id.to_owned());
+        client.or_default().code_grants += 1;
+        Ok(approved)
     }
 
     /// A new token family for one user connection, without refresh tokens.
-    pub(super) fn open_family(&self, client_id: &str, scope: &str) -> FamilyId {
-        self.lock().tokens.open_family(client_id, scope)
+    pub(super) fn open_family(&self, vendor: Vendor, client_id: &str, scope: &str) -> FamilyId {
+        self.lock().tokens.open_family(vendor, client_id, scope)
     }
 
-    /// A new token family with its first refresh token (`offline_access` was granted).
-    pub(super) fn open_offline_family(&self, client_id: &str, scope: &str) -> (FamilyId, String) {
-        self.lock().tokens.open_offline_family(client_id, scope)
+    /// A new token family with its first refresh token.
+    pub(super) fn open_offline_family(
+        &self,
+        vendor: Vendor,
+        client_id: &str,
+        scope: &str,
+    ) -> (FamilyId, String) {
+        self.lock()
+            .tokens
+            .open_offline_family(vendor, client_id, scope)
     }
 
     /// Rotates a refresh token, counting the grant or the family revoked by its reuse.
     pub(super) fn rotate_refresh_token(
         &self,
+        vendor: Vendor,
         client_id: &str,
         presented: &str,
     ) -> Result<Rotation, RefreshRejection> {
         let mut inner = self.lock();
-        let rotated = inner.tokens.rotate(client_id, presented);
+        let rotated = inner.tokens.rotate(vendor, client_id, presented);
         let client = inner.stats.clients.entry(client_id.to_owned()).or_default();
         match &rotated {
             Ok(_) => client.refresh_grants += 1,

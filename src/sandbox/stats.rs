@@ -36,8 +36,14 @@ pub struct ClientStats {
     pub last_params: BTreeMap<String, String>,
     /// True once Cross River locked this client after three wrong secrets.
     pub locked: bool,
-    /// Crossbeam refresh token grants answered with new tokens.
+    /// Refresh token grants answered with new tokens (Crossbeam, generic).
     pub refresh_grants: u64,
-    /// Crossbeam token families revoked because a retired refresh token came back.
+    /// Token families revoked because a retired refresh token came back (Crossbeam, generic).
     pub families_revoked: u64,
+    /// Authorization codes this client exchanged for tokens (Crossbeam, generic, Xref).
+    #[serde(default)]
+    pub code_grants: u64,
+    /// Successful `POST /xref/oauth/deauthorize` calls that revoked one of this client's tokens.
+    #[serde(default)]
+    pub deauthorizations: u64,
 }

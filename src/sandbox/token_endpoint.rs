@@ -9,10 +9,11 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::codes::{ApprovedCode, CodeExchange};
 use super::reply::{self, ResponseBody};
 use super::state::SandboxState;
 use super::token_request::TokenRequest;
-use super::tokens::{FamilyId, TokenGrant};
+use super::tokens::{FamilyId, Rotation, TokenGrant};
 use super::{
     ClientAuth, ExpiresIn, Failure, TokenFormat, Vendor, cross_river, crossbeam, cultureamp,
     generic, xref,
@@ -27,9 +28,9 @@ pub(super) struct Grant {
     pub client_id: String,
     /// Echoed in the response when present; the API checks calls against it.
     pub scope: Option<String>,
-    /// The token family the access token joins (Crossbeam): revoked together on theft.
+    /// The token family the access token joins (Crossbeam, generic): revoked together on theft.
     pub family: Option<FamilyId>,
-    /// Answered as `refresh_token` (Crossbeam with `offline_access`).
+    /// Answered as `refresh_token` (Crossbeam with `offline_access`, generic codes).
     pub refresh_token: Option<String>,
     pub answer: AnswerShape,
 }
@@ -137,7 +138,7 @@ impl OAuthError {
     }
 }
 
-/// Every vendor here speaks only the client credentials grant.
+/// Cross River and Culture Amp speak only the client credentials grant.
 pub(super) fn require_client_credentials(request: &TokenRequest) -> Result<(), OAuthError> {
     match request.param("grant_type") {
         Some("client_credentials") => Ok(()),
@@ -146,6 +147,44 @@ pub(super) fn require_client_credentials(request: &TokenRequest) -> Result<(), O
         )),
         None => Err(OAuthError::invalid_request("grant_type missing")),
     }
+}
+
+/// `grant_type=authorization_code` at a vendor that binds codes to a redirect URI: the code,
+/// repeated `redirect_uri` and `code_verifier` against what the authorize page approved for
+/// `client_id`, already authenticated.
+pub(super) fn redeem_code(
+    state: &SandboxState,
+    vendor: Vendor,
+    client_id: &str,
+    request: &TokenRequest,
+) -> Result<ApprovedCode, OAuthError> {
+    let code = request
+        .secret_param("code")
+        .ok_or(OAuthError::invalid_request("code missing"))?;
+    let exchange = CodeExchange {
+        vendor,
+        client_id,
+        redirect_uri: request.param("redirect_uri"),
+        code_verifier: request.secret_param("code_verifier"),
+    };
+    state
+        .redeem_code(code, exchange)
+        .map_err(|rejection| OAuthError::invalid_grant(rejection.description()))
+}
+
+/// `grant_type=refresh_token` with rotation, for `client_id`, already authenticated.
+pub(super) fn rotate_refresh_token(
+    state: &SandboxState,
+    vendor: Vendor,
+    client_id: &str,
+    request: &TokenRequest,
+) -> Result<Rotation, OAuthError> {
+    let presented = request
+        .secret_param("refresh_token")
+        .ok_or(OAuthError::invalid_request("refresh_token missing"))?;
+    state
+        .rotate_refresh_token(vendor, client_id, presented)
+        .map_err(|rejection| OAuthError::invalid_grant(rejection.description()))
 }
 
 /// Answers one token request for `vendor`.

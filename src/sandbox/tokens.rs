@@ -6,8 +6,8 @@
 //! for the vendor that issued it, before its `tokio::time::Instant` expiry (so a paused test
 //! clock controls it), while its family (if any) stands, and until `revoke_all` empties it.
 //!
-//! A family is what one user connection produced (Crossbeam): its access tokens and its chain of
-//! refresh tokens. Refreshing rotates: the presented refresh token retires and a new one is
+//! A family is what one user connection produced (Crossbeam, generic): its access tokens and its
+//! chain of refresh tokens. Refreshing rotates: the presented refresh token retires and a new one is
 //! current. A retired one presented again means it was stolen, and the whole family is revoked.
 
 use std::collections::HashMap;
@@ -72,6 +72,8 @@ pub(super) struct Rotation {
 #[derive(Debug)]
 struct IssuedToken {
     vendor: Vendor,
+    /// Tells the stats whose connection a deauthorization ended.
+    client_id: String,
     expires_at: Instant,
     scope: Option<String>,
     family: Option<FamilyId>,
@@ -79,6 +81,8 @@ struct IssuedToken {
 
 #[derive(Debug)]
 struct Family {
+    /// Only the vendor that opened a family honours its refresh tokens.
+    vendor: Vendor,
     client_id: String,
     scope: String,
     /// The one refresh token that may be used next; `None` without `offline_access`.
@@ -165,6 +169,7 @@ impl TokenRegistry {
             token.clone(),
             IssuedToken {
                 vendor: grant.vendor,
+                client_id: grant.client_id.to_owned(),
                 expires_at: now.checked_add(ttl).unwrap_or(now + FOREVER),
                 scope: grant.scope.map(str::to_owned),
                 family: grant.family,
@@ -203,14 +208,14 @@ impl TokenRegistry {
         Ok(())
     }
 
-    /// Forgets one token; false when it was not a token of `vendor`.
-    pub(super) fn revoke(&mut self, vendor: Vendor, token: &str) -> bool {
+    /// Forgets one token and returns the client it was issued to; `None` when it was not a token
+    /// of `vendor`.
+    pub(super) fn revoke(&mut self, vendor: Vendor, token: &str) -> Option<String> {
         match self.issued.get(token) {
             Some(issued) if issued.vendor == vendor => {
-                self.issued.remove(token);
-                true
+                self.issued.remove(token).map(|issued| issued.client_id)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -232,11 +237,12 @@ impl TokenRegistry {
     }
 
     /// A new family for one user connection, without refresh tokens.
-    pub(super) fn open_family(&mut self, client_id: &str, scope: &str) -> FamilyId {
+    pub(super) fn open_family(&mut self, vendor: Vendor, client_id: &str, scope: &str) -> FamilyId {
         let id = FamilyId::try_from(self.families.len()).unwrap_or(FamilyId::MAX);
         self.families.insert(
             id,
             Family {
+                vendor,
                 client_id: client_id.to_owned(),
                 scope: scope.to_owned(),
                 current_refresh: None,
@@ -249,10 +255,11 @@ impl TokenRegistry {
     /// A new family for a connection that asked for `offline_access`, and its first refresh token.
     pub(super) fn open_offline_family(
         &mut self,
+        vendor: Vendor,
         client_id: &str,
         scope: &str,
     ) -> (FamilyId, String) {
-        let id = self.open_family(client_id, scope);
+        let id = self.open_family(vendor, client_id, scope);
         let refresh_token = self.mint();
         self.refresh_tokens.insert(refresh_token.clone(), id);
         if let Some(family) = self.families.get_mut(&id) {
@@ -264,6 +271,7 @@ impl TokenRegistry {
     /// Retires `presented` and returns its successor; a retired token revokes the family.
     pub(super) fn rotate(
         &mut self,
+        vendor: Vendor,
         client_id: &str,
         presented: &str,
     ) -> Result<Rotation, RefreshRejection> {
@@ -276,6 +284,10 @@ impl TokenRegistry {
             .families
             .get_mut(&id)
             .ok_or(RefreshRejection::Unknown)?;
+        // Another vendor never issued it, so to this one it is unknown, and no theft either.
+        if family.vendor != vendor {
+            return Err(RefreshRejection::Unknown);
+        }
         if family.client_id != client_id {
             return Err(RefreshRejection::OtherClient);
         }

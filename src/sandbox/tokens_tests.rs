@@ -69,24 +69,29 @@ async fn required_scope_must_be_one_of_the_granted_words() {
 async fn reusing_a_retired_refresh_token_revokes_the_family() {
     let mut registry = TokenRegistry::new().unwrap();
     let ttl = Duration::from_secs(60);
-    let (family, first) = registry.open_offline_family("client-a", "openid offline_access");
+    let (family, first) =
+        registry.open_offline_family(Vendor::Crossbeam, "client-a", "openid offline_access");
     let access = registry.issue(
         grant(Vendor::Crossbeam, None, Some(family)),
         ttl,
         TokenFormat::Jwt,
     );
-    let rotation = registry.rotate("client-a", &first).unwrap();
+    let rotation = registry
+        .rotate(Vendor::Crossbeam, "client-a", &first)
+        .unwrap();
     assert_eq!(rotation.family, family);
     assert_ne!(rotation.refresh_token, first);
     assert_eq!(
         registry
-            .rotate("client-b", &rotation.refresh_token)
+            .rotate(Vendor::Crossbeam, "client-b", &rotation.refresh_token)
             .unwrap_err(),
         RefreshRejection::OtherClient
     );
 
     assert_eq!(
-        registry.rotate("client-a", &first).unwrap_err(),
+        registry
+            .rotate(Vendor::Crossbeam, "client-a", &first)
+            .unwrap_err(),
         RefreshRejection::Reused
     );
     assert_eq!(
@@ -95,10 +100,39 @@ async fn reusing_a_retired_refresh_token_revokes_the_family() {
     );
     assert_eq!(
         registry
-            .rotate("client-a", &rotation.refresh_token)
+            .rotate(Vendor::Crossbeam, "client-a", &rotation.refresh_token)
             .unwrap_err(),
         RefreshRejection::Revoked
     );
-    let online = registry.open_family("client-a", "openid");
+    let online = registry.open_family(Vendor::Crossbeam, "client-a", "openid");
     assert_ne!(online, family);
+}
+
+#[tokio::test]
+async fn another_vendor_neither_honours_nor_burns_a_refresh_token() {
+    let mut registry = TokenRegistry::new().unwrap();
+    let (_, first) = registry.open_offline_family(Vendor::Generic, "client-a", "read");
+    assert_eq!(
+        registry
+            .rotate(Vendor::Crossbeam, "client-a", &first)
+            .unwrap_err(),
+        RefreshRejection::Unknown
+    );
+    let rotation = registry
+        .rotate(Vendor::Generic, "client-a", &first)
+        .unwrap();
+    assert_eq!(rotation.scope, "read");
+}
+
+#[tokio::test]
+async fn revoke_names_the_client_of_its_vendor_only() {
+    let mut registry = TokenRegistry::new().unwrap();
+    let ttl = Duration::from_secs(60);
+    let token = registry.issue(grant(Vendor::Xref, None, None), ttl, TokenFormat::Opaque);
+    assert_eq!(registry.revoke(Vendor::Generic, &token), None);
+    assert_eq!(
+        registry.revoke(Vendor::Xref, &token).as_deref(),
+        Some("client-a")
+    );
+    assert_eq!(registry.revoke(Vendor::Xref, &token), None);
 }

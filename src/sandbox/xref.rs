@@ -3,9 +3,13 @@
 //! expires and comes with the integrated account's id. API calls use `Authorization: Token`, and
 //! the same header on `POST /oauth/deauthorize` revokes the token.
 
+use std::collections::BTreeMap;
+
 use http::{HeaderMap, Response, StatusCode};
 
-use super::authorize::{self, check_redirect, query_params, redirect_back};
+use super::authorize::{
+    self, Decision, check_redirect, decision, query_params, redirect_back, redirect_denied,
+};
 use super::codes::{ApprovedCode, CodeExchange};
 use super::reply::{self, ResponseBody};
 use super::state::{ClientCheck, SandboxState};
@@ -14,33 +18,51 @@ use super::token_request::{BodyFormat, TokenRequest};
 use super::{Vendor, XREF_ACCOUNT_ID, api_auth};
 
 /// `GET /xref/oauth/open-api/{client_id}?state=...&redirect_url=...`: approves for the demo
-/// account and redirects back with `state` and a code. Real Xref redirects to the URL registered
-/// with the client; the sandbox has no registration, so the caller names it (HTTPS, or loopback).
+/// account and redirects back with `state` and a code, or with `error=access_denied` under
+/// `sandbox_decision=deny`. Real Xref redirects to the URL registered with the client and ignores
+/// extra parameters; the sandbox has no registration, so the caller names it (HTTPS, or loopback).
 pub(super) fn authorize(
     state: &SandboxState,
     client_id: &str,
     query: Option<&str>,
 ) -> Response<ResponseBody> {
-    let params = match query_params(query) {
-        Ok(params) => params,
-        Err(description) => return authorize::invalid_request(description),
-    };
+    answer_authorize(state, client_id, query).unwrap_or_else(authorize::invalid_request)
+}
+
+/// The redirect back, or why the request is refused.
+fn answer_authorize(
+    state: &SandboxState,
+    client_id: &str,
+    query: Option<&str>,
+) -> Result<Response<ResponseBody>, &'static str> {
+    let params = query_params(query)?;
     if state.check_client(Vendor::Xref, client_id, None) == ClientCheck::UnknownClient {
-        return authorize::invalid_request("unknown client_id");
+        return Err("unknown client_id");
     }
-    let Some(redirect_url) = params.get("redirect_url") else {
-        return authorize::invalid_request("redirect_url missing");
-    };
-    if let Err(description) = check_redirect(redirect_url, true) {
-        return authorize::invalid_request(description);
+    let redirect_url = redirect_target(&params)?;
+    check_redirect(redirect_url, true)?;
+    let given_state = params.get("state").map(String::as_str);
+    if decision(&params)? == Decision::Deny {
+        return Ok(redirect_denied(redirect_url, given_state));
     }
     let code = approve(state, client_id);
     let mut back = Vec::new();
-    if let Some(state) = params.get("state") {
-        back.push(("state", state.as_str()));
+    if let Some(state) = given_state {
+        back.push(("state", state));
     }
     back.push(("code", code.as_str()));
-    redirect_back(redirect_url, &back)
+    Ok(redirect_back(redirect_url, &back))
+}
+
+/// `redirect_url` as Xref documents it, or `redirect_uri` as a standard client sends it. Both
+/// may come (a client adding the standard name to a vendor URL that already has Xref's); then
+/// they must agree, since one registered URL could not match two.
+fn redirect_target(params: &BTreeMap<String, String>) -> Result<&str, &'static str> {
+    match (params.get("redirect_url"), params.get("redirect_uri")) {
+        (Some(url), Some(uri)) if url != uri => Err("redirect_url and redirect_uri differ"),
+        (Some(target), _) | (None, Some(target)) => Ok(target),
+        (None, None) => Err("redirect_url missing"),
+    }
 }
 
 /// A code approved for `client_id`, as if an account user had clicked through.
@@ -54,7 +76,9 @@ pub(super) fn approve(state: &SandboxState, client_id: &str) -> String {
     })
 }
 
-/// `POST /xref/oauth/tokens` with `{"client_id","client_secret","code"}`.
+/// `POST /xref/oauth/tokens` with `{"client_id","client_secret","code"}`. Other fields, such as
+/// the `grant_type` and `redirect_uri` a standard client adds, are ignored as Xref does: the
+/// code is bound to the client alone.
 pub(super) fn grant(state: &SandboxState, request: &TokenRequest) -> Result<Grant, OAuthError> {
     if request.body_format != BodyFormat::Json {
         return Err(OAuthError::invalid_request("expected application/json"));
@@ -103,7 +127,7 @@ pub(super) fn deauthorize(state: &SandboxState, headers: &HeaderMap) -> Response
             return reply::invalid_token(api_auth::Scheme::Token.challenge(), description);
         }
     };
-    if !state.revoke_token(Vendor::Xref, token) {
+    if !state.deauthorize_xref_token(token) {
         return reply::invalid_token(
             api_auth::Scheme::Token.challenge(),
             "token unknown or revoked",
