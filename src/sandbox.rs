@@ -341,6 +341,12 @@ impl SandboxHandle {
         self.state.update_knobs(|knobs| knobs.latency = latency);
     }
 
+    /// The refresh token each live token family of `client_id` accepts next: what a test looks for
+    /// in the proxy's store files, which must not hold it in plain text.
+    pub fn current_refresh_tokens(&self, client_id: &str) -> Vec<String> {
+        self.state.current_refresh_tokens(client_id)
+    }
+
     /// Every token issued so far, refresh tokens included, is rejected from now on (PATs are not
     /// issued tokens).
     pub fn revoke_all_tokens(&self) {

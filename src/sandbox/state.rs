@@ -271,6 +271,10 @@ impl SandboxState {
             .any(|known| known.same_as(&presented))
     }
 
+    pub(super) fn current_refresh_tokens(&self, client_id: &str) -> Vec<String> {
+        self.lock().tokens.current_refresh_tokens(client_id)
+    }
+
     /// Returns how many live tokens were revoked.
     pub(super) fn revoke_all_tokens(&self) -> usize {
         self.lock().tokens.revoke_all()

@@ -221,6 +221,15 @@ impl TokenRegistry {
 
     /// Forgets every token, refresh tokens and families included; returns how many access tokens
     /// were still live.
+    /// The refresh token each live family of `client_id` would accept next.
+    pub(super) fn current_refresh_tokens(&self, client_id: &str) -> Vec<String> {
+        self.families
+            .values()
+            .filter(|family| family.client_id == client_id && !family.revoked)
+            .filter_map(|family| family.current_refresh.clone())
+            .collect()
+    }
+
     pub(super) fn revoke_all(&mut self) -> usize {
         let now = Instant::now();
         let live = self
