@@ -1,5 +1,5 @@
 //! Test harness: authrelay on port 0 with a YAML config, the sandbox vendors as upstream, and an
-//! HTTP client that never uses an environment proxy.
+//! HTTP client that never uses an environment proxy; `browser` drives a headless Chromium.
 #![allow(dead_code)] // each test file uses a different part of the harness
 #![allow(
     clippy::unwrap_used,
@@ -16,6 +16,8 @@ use authrelay::state::SharedState;
 use authrelay::{Config, Server};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod browser;
 
 /// A running proxy; dropping it stops the server.
 pub struct TestProxy {
