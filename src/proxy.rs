@@ -397,6 +397,10 @@ fn rewrite_headers(
     for (name, _) in &route.headers {
         headers.remove(name);
     }
+    // The caller's choice of account is for the proxy, not the vendor.
+    if let RouteAccount::FromHeader(name) = &route.account {
+        headers.remove(name);
+    }
     join_cookies(headers);
     let client_ip = HeaderValue::from_str(&peer.addr.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));

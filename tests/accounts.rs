@@ -89,7 +89,11 @@ fn admin_url(proxy: &TestProxy, path: &str) -> String {
 }
 
 fn query(url: &str) -> HashMap<String, String> {
-    Url::parse(url).unwrap().query_pairs().into_owned().collect()
+    Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 fn location(response: &reqwest::Response) -> String {
@@ -99,7 +103,10 @@ fn location(response: &reqwest::Response) -> String {
 /// `GET /connect/{provider}?account=`: the vendor's authorize URL.
 async fn start_connect(proxy: &TestProxy, provider: &str, account: &str) -> String {
     let response = client()
-        .get(admin_url(proxy, &format!("/connect/{provider}?account={account}")))
+        .get(admin_url(
+            proxy,
+            &format!("/connect/{provider}?account={account}"),
+        ))
         .send()
         .await
         .unwrap();
@@ -113,7 +120,11 @@ async fn approve(authorize_url: &str) -> String {
     assert_eq!(response.status(), StatusCode::FOUND, "{response:?}");
     let back = location(&response);
     assert!(back.starts_with(CALLBACK_BASE), "{back}");
-    Url::parse(&back).unwrap().query().unwrap_or_default().to_owned()
+    Url::parse(&back)
+        .unwrap()
+        .query()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The vendor's redirect reaches the admin listener's callback.
@@ -134,7 +145,12 @@ async fn connect(proxy: &TestProxy, provider: &str, account: &str) -> String {
     let back = approve(&authorize).await;
     let (status, page) = callback(proxy, provider, &back).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains(&format!("Account {account} of provider {provider} is connected")), "{page}");
+    assert!(
+        page.contains(&format!(
+            "Account {account} of provider {provider} is connected"
+        )),
+        "{page}"
+    );
     back
 }
 
@@ -172,9 +188,15 @@ async fn xref_account_connects_and_its_token_goes_out_with_the_token_scheme() {
     let proxy = TestProxy::start(ACCOUNTS_YAML, &sandbox).await;
 
     let authorize = start_connect(&proxy, "xref", "main").await;
-    assert!(authorize.starts_with(&format!("{}/xref/oauth/open-api/{XREF_CLIENT_ID}?", sandbox.url())));
+    assert!(authorize.starts_with(&format!(
+        "{}/xref/oauth/open-api/{XREF_CLIENT_ID}?",
+        sandbox.url()
+    )));
     let params = query(&authorize);
-    assert_eq!(params["redirect_uri"], "https://relay.example.com/callback/xref");
+    assert_eq!(
+        params["redirect_uri"],
+        "https://relay.example.com/callback/xref"
+    );
     assert!(params["state"].len() >= 43, "state too short: {params:?}");
     assert!(!params.contains_key("code_challenge"), "Xref takes no PKCE");
 
@@ -182,7 +204,10 @@ async fn xref_account_connects_and_its_token_goes_out_with_the_token_scheme() {
     let code = query(&format!("http://x/?{back}"))["code"].clone();
     let (status, page) = callback(&proxy, "xref", &back).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("Account main of provider xref is connected"), "{page}");
+    assert!(
+        page.contains("Account main of provider xref is connected"),
+        "{page}"
+    );
     assert!(!page.contains(&code), "the page must not show the code");
     assert_eq!(code_grants(&sandbox, XREF_CLIENT_ID), 1);
 
@@ -231,7 +256,10 @@ async fn forged_denied_and_misrouted_callbacks_make_no_token_request() {
     // The person clicks Deny at the vendor.
     let authorize = start_connect(&proxy, "generic", "acme").await;
     let back = approve(&format!("{authorize}&sandbox_decision=deny")).await;
-    assert_eq!(query(&format!("http://x/?{back}"))["error"], "access_denied");
+    assert_eq!(
+        query(&format!("http://x/?{back}"))["error"],
+        "access_denied"
+    );
     let (status, page) = callback(&proxy, "generic", &back).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("access_denied"), "{page}");
@@ -247,6 +275,8 @@ async fn forged_denied_and_misrouted_callbacks_make_no_token_request() {
 async fn crossbeam_account_uses_pkce_audience_and_rotates_across_expiries() {
     let sandbox = sandbox().await;
     let proxy = TestProxy::start(ACCOUNTS_YAML, &sandbox).await;
+    // Short-lived tokens from the start, so that the loop below crosses several expiries.
+    sandbox.set_token_ttl(Duration::from_secs(2));
 
     let authorize = start_connect(&proxy, "crossbeam", "acme").await;
     let params = query(&authorize);
@@ -276,7 +306,6 @@ async fn crossbeam_account_uses_pkce_audience_and_rotates_across_expiries() {
     assert_relay_error(&response, 403, "no_account");
 
     // Three expiries, three refreshes; a refresh token used twice would revoke the family.
-    sandbox.set_token_ttl(Duration::from_secs(2));
     for _ in 0..3 {
         let response = proxied(&proxy, "/crossbeam/v1/partners", Some("acme")).await;
         assert_eq!(response.status(), 200);
@@ -334,7 +363,10 @@ async fn a_restarted_proxy_keeps_the_account_and_the_store_holds_no_plain_token(
 
     let proxy = TestProxy::start_with_store(ACCOUNTS_YAML, &sandbox, store.path()).await;
     let echoed = echo(proxied(&proxy, "/generic/items", None).await).await;
-    assert_eq!(echoed_header(&echoed, "authorization")[0], format!("Bearer {token}"));
+    assert_eq!(
+        echoed_header(&echoed, "authorization")[0],
+        format!("Bearer {token}")
+    );
     assert_eq!(code_grants(&sandbox, GENERIC_CLIENT_ID), 1, "no new login");
     let listed = accounts(&proxy).await;
     assert_eq!(listed[0]["account"], "acme");
@@ -400,7 +432,10 @@ async fn a_refused_refresh_token_asks_for_reauthorization() {
     let sandbox = sandbox().await;
     let proxy = TestProxy::start(ACCOUNTS_YAML, &sandbox).await;
     connect(&proxy, "crossbeam", "acme").await;
-    assert_eq!(proxied(&proxy, "/crossbeam/x", Some("acme")).await.status(), 200);
+    assert_eq!(
+        proxied(&proxy, "/crossbeam/x", Some("acme")).await.status(),
+        200
+    );
 
     // The vendor forgets everything: the API says 401, the refresh says invalid_grant.
     sandbox.revoke_all_tokens();
@@ -446,6 +481,9 @@ async fn a_refused_refresh_token_asks_for_reauthorization() {
 
     // Connecting again brings it back.
     connect(&proxy, "crossbeam", "acme").await;
-    assert_eq!(proxied(&proxy, "/crossbeam/x", Some("acme")).await.status(), 200);
+    assert_eq!(
+        proxied(&proxy, "/crossbeam/x", Some("acme")).await.status(),
+        200
+    );
     assert_eq!(accounts(&proxy).await[0]["state"], "ok");
 }
