@@ -3,6 +3,9 @@
 //! the account, rotation across expiries, restarts, removal, and the refusals (forged or replayed
 //! `state`, a denied authorization, an unknown account).
 
+// clippy's allow-unwrap-in-tests covers `#[test]` functions only, not the helpers below.
+#![allow(clippy::unwrap_used, reason = "a panic in a test is a failed test")]
+
 mod support;
 
 use std::collections::HashMap;
