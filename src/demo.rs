@@ -49,6 +49,12 @@ pub async fn run(
         .start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(DemoError::Sandbox)?;
+    // The vendors send the person back to the admin listener: its port must be known up front.
+    let admin = if admin.port() == 0 {
+        free_port(admin).map_err(DemoError::Sandbox)?
+    } else {
+        admin
+    };
     // The demo's tokens are throwaway: keep them out of the working directory.
     let store = std::env::temp_dir().join(format!("authrelay-demo-{}", std::process::id()));
     let server = Server::bind(config(bind, admin, &store, &sandbox.url())?).await;
@@ -70,6 +76,11 @@ pub async fn run(
     Ok(())
 }
 
+/// A port on `addr`'s address that is free now (the listener binds it right after).
+fn free_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind(addr)?.local_addr()
+}
+
 fn instructions(proxy: SocketAddr, admin: SocketAddr, sandbox: &str) -> String {
     format!(
         "authrelay demo: proxy on http://{proxy}, admin on http://{admin}, sandbox vendors on {sandbox}
@@ -85,6 +96,13 @@ Try (each answer is the sandbox echoing what the vendor received, token included
   curl -s http://{proxy}/partner/projects
   # The same, with authrelay as the app's HTTP proxy
   curl -s -x http://{proxy} http://api.partner.example/projects
+  # Connected accounts: open http://{admin}/ in a browser, type the account name main and press
+  # Connect xref, then Connect crossbeam. The sandbox approves at once, so curl can do it too:
+  curl -sL 'http://{admin}/connect/xref?account=main'
+  curl -sL 'http://{admin}/connect/crossbeam?account=main'
+  curl -s http://{proxy}/xref/accounts
+  curl -s -H X-Relay-Account:main http://{proxy}/crossbeam/v1/partners
+  curl -s http://{admin}/accounts
   # Health
   curl -s http://{admin}/readyz
 

@@ -34,7 +34,8 @@ async fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
         .unwrap();
     let curls: Vec<&str> = lines
         .iter()
-        .filter_map(|l| l.trim().strip_prefix("curl -s "))
+        .filter_map(|l| l.trim().strip_prefix("curl -s"))
+        .map(str::trim)
         .collect();
     assert!(curls.len() >= 5, "{lines:#?}");
 
@@ -59,6 +60,20 @@ async fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
                     .await
             }
             [url] => direct.get(*url).send().await,
+            // The connect flow: the admin's 302 to the sandbox, its 302 back to the callback.
+            ["L", url] => {
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .unwrap()
+                    .get(*url)
+                    .send()
+                    .await
+            }
+            ["-H", header, url] => {
+                let (name, value) = header.split_once(':').unwrap();
+                direct.get(*url).header(name, value).send().await
+            }
             other => panic!("unexpected curl line {other:?}"),
         };
         let response = response.unwrap();
