@@ -320,8 +320,15 @@ pub async fn list(state: &State) -> Result<Vec<AccountView>, AccountError> {
         set.restore_all().await?;
         for cache in set.loaded() {
             let status = cache.status(now);
-            let info = cache.account_info();
             let account = status.account.clone().unwrap_or_default();
+            // A cache not used since start-up has read nothing yet: the stored record says.
+            let stored = match (cache.account_info(), status.expires_in) {
+                (Some(_), Some(_)) => None,
+                _ => set.stored(&account).await?,
+            };
+            let info = cache
+                .account_info()
+                .or_else(|| stored.as_ref().and_then(|record| record.account.clone()));
             let state = match status.state {
                 ProviderState::ReauthorizationRequired => "reauthorization_required",
                 ProviderState::CredentialsRejected => "credentials_rejected",
@@ -331,18 +338,14 @@ pub async fn list(state: &State) -> Result<Vec<AccountView>, AccountError> {
                 }
                 _ => "ok",
             };
-            // A cache not used since start-up holds no token yet: the stored one says.
-            let expires_in = match status.expires_in {
-                Some(left) => Some(left),
-                None => set.stored(&account).await?.and_then(|record| {
-                    let expires_at = record.access_token?.expires_at;
-                    Some(
-                        expires_at
-                            .duration_since(SystemTime::now())
-                            .unwrap_or_default(),
-                    )
-                }),
-            };
+            let expires_in = status.expires_in.or_else(|| {
+                let expires_at = stored.as_ref()?.access_token.as_ref()?.expires_at;
+                Some(
+                    expires_at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default(),
+                )
+            });
             views.push(AccountView {
                 provider: name.clone(),
                 account,
@@ -443,7 +446,7 @@ async fn revoke(
     let response = request
         .send()
         .await
-        .map_err(|error| AccountError::Revoke(error.without_url().to_string()))?;
+        .map_err(|error| AccountError::Revoke(describe(error)))?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -473,7 +476,7 @@ fn vendor_client(provider: &ProviderConfig) -> Result<reqwest::Client, AccountEr
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|error| AccountError::Vendor(error.without_url().to_string()))
+        .map_err(|error| AccountError::Vendor(describe(error)))
 }
 
 /// Crossbeam's `GET /v0.1/users/me` (the provider's `test_path`) with the account's token, below
@@ -509,12 +512,12 @@ pub async fn organizations(
         .header(http::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|error| AccountError::Vendor(error.without_url().to_string()))?;
+        .map_err(|error| AccountError::Vendor(describe(error)))?;
     let status = response.status();
     let body = response
         .bytes()
         .await
-        .map_err(|error| AccountError::Vendor(error.without_url().to_string()))?;
+        .map_err(|error| AccountError::Vendor(describe(error)))?;
     if !status.is_success() || body.len() > MAX_ANSWER {
         return Err(AccountError::Vendor(format!(
             "GET {path} answered HTTP {status}"
@@ -522,6 +525,19 @@ pub async fn organizations(
     }
     parse_organizations(&body)
         .ok_or_else(|| AccountError::Vendor(format!("GET {path} answered no organizations")))
+}
+
+/// A transport error and its causes, without the URL (its query could carry a token).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn route_url(route: &RouteConfig, path: &str) -> String {

@@ -55,6 +55,23 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml")]
         config: PathBuf,
     },
+    /// Connect an account of an authorization-code provider: prints the vendor URL to open. With
+    /// no proxy running, serves the callback on the admin listener until the person is back.
+    Connect {
+        provider: String,
+        /// The account's name, as routes name it (`account: NAME`).
+        #[arg(long)]
+        account: String,
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
+    /// List, remove or inspect connected accounts (never shows a token).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+        #[arg(long, short, global = true, default_value = "proxy.yaml")]
+        config: PathBuf,
+    },
     /// Serve the simulated vendors (Cross River, Culture Amp, a generic OAuth vendor, a PAT API).
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8900")]
@@ -69,6 +86,22 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_bind: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Provider, account, state, token expiry, connected-at and scopes of every account.
+    List,
+    /// Revoke the account's token at the vendor (deauthorize / RFC 7009), then delete it.
+    Remove {
+        provider: String,
+        account: String,
+        /// Delete the account even when the vendor's revocation fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The organizations of a Crossbeam account (name and uuid, for `Xbeam-Organization`).
+    Orgs { provider: String, account: String },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +121,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Reset { provider, config } => exit(reset(&config, &provider)),
+        Command::Connect {
+            provider,
+            account,
+            config,
+        } => exit(connect(&config, &provider, &account)),
+        Command::Accounts { command, config } => exit(accounts(&config, command)),
         Command::Run { config } => exit(serve(&config)),
         Command::Sandbox { bind } => exit(sandbox(bind)),
         Command::Demo { bind, admin_bind } => exit(demo(bind, admin_bind)),
@@ -148,6 +187,89 @@ fn reset(path: &std::path::Path, provider: &str) -> anyhow::Result<()> {
         Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
     let done = runtime()?.block_on(authrelay::operate::reset(&config, provider))?;
     println!("{done}");
+    Ok(())
+}
+
+fn connect(path: &std::path::Path, provider: &str, account: &str) -> anyhow::Result<()> {
+    let config =
+        Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
+    let show = |url: &str| {
+        println!("Open this URL in a browser and authorize the connection:\n\n  {url}\n");
+    };
+    let served = runtime()?.block_on(authrelay::operate::accounts::connect(
+        &config, provider, account, show,
+    ))?;
+    if served {
+        println!("Account {account} of provider {provider} is connected.");
+    } else {
+        println!(
+            "The running authrelay receives the callback; `authrelay accounts list` shows the result."
+        );
+    }
+    Ok(())
+}
+
+fn accounts(path: &std::path::Path, command: AccountsCommand) -> anyhow::Result<()> {
+    use authrelay::operate::accounts;
+    let config =
+        Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
+    let runtime = runtime()?;
+    match command {
+        AccountsCommand::List => {
+            let views = runtime.block_on(accounts::list(&config))?;
+            if views.is_empty() {
+                println!("no connected accounts");
+                return Ok(());
+            }
+            println!(
+                "{:<14} {:<16} {:<26} {:>12}  {:<20} SCOPES",
+                "PROVIDER", "ACCOUNT", "STATE", "EXPIRES IN", "CONNECTED (UTC)"
+            );
+            for view in views {
+                let expires = view
+                    .expires_in_seconds
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s}s"));
+                let connected =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(view.connected_at);
+                let connected = httpdate::fmt_http_date(connected);
+                let state = match &view.last_error {
+                    Some(error) if view.state != "ok" => format!("{} ({error})", view.state),
+                    _ => view.state.clone(),
+                };
+                println!(
+                    "{:<14} {:<16} {:<26} {:>12}  {:<20} {}",
+                    view.provider,
+                    view.account,
+                    state,
+                    expires,
+                    connected,
+                    view.scopes.join(" ")
+                );
+            }
+        }
+        AccountsCommand::Remove {
+            provider,
+            account,
+            force,
+        } => {
+            let removed =
+                runtime.block_on(accounts::remove(&config, &provider, &account, force))?;
+            let revocation = match removed.revocation.as_str() {
+                "revoked" => "its token was revoked at the vendor",
+                "no_endpoint" => "the provider has no revocation endpoint",
+                "no_token" => "it held no token to revoke",
+                _ => "the vendor's revocation failed and was skipped (--force)",
+            };
+            println!("Removed account {account} of provider {provider}; {revocation}.");
+        }
+        AccountsCommand::Orgs { provider, account } => {
+            let orgs = runtime.block_on(accounts::organizations(&config, &provider, &account))?;
+            println!("{:<36}  NAME", "UUID (for Xbeam-Organization)");
+            for org in orgs {
+                println!("{:<36}  {}", org.uuid, org.name);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -3,6 +3,9 @@
 //!
 //! Both use the same store as the proxy, so a stored rejection is honoured and a rotated refresh
 //! token is kept. When a proxy already owns the store, `reset` goes through its admin listener.
+//! `accounts` (below) does the same for connected accounts.
+
+pub mod accounts;
 
 use std::sync::Arc;
 
@@ -34,6 +37,8 @@ pub enum OperateError {
     Task,
     #[error("metrics: {0}")]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Account(#[from] crate::accounts::AccountError),
 }
 
 /// The outcome of `check --online` for one provider.

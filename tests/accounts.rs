@@ -223,6 +223,7 @@ async fn xref_account_connects_and_its_token_goes_out_with_the_token_scheme() {
 
     let listed = accounts(&proxy).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0]["connected_at"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(listed[0]["provider"], "xref");
     assert_eq!(listed[0]["account"], "main");
     assert_eq!(listed[0]["state"], "ok");

@@ -8,19 +8,21 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_authrelay"))
-        .args([
-            "demo",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin-bind",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = demo.stdout.take().unwrap();
+    let mut demo = StopOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_authrelay"))
+            .args([
+                "demo",
+                "--bind",
+                "127.0.0.1:0",
+                "--admin-bind",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
     let lines = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
@@ -85,13 +87,13 @@ async fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
     }
 
     let interrupted = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
+        .args(["-INT", &demo.0.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = demo.try_wait().unwrap() {
+        if let Some(status) = demo.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -101,4 +103,16 @@ async fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
+}
+
+/// The demo process, killed if the test ends (a failed assertion) before it stopped by itself.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
