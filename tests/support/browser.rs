@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
@@ -109,6 +110,32 @@ impl Browser {
             .unwrap_or_else(|e| panic!("page text: {e}"))
     }
 
+    /// The rendered text of the first element matching the CSS selector `css`.
+    pub async fn text_of(&self, css: &str) -> String {
+        let element = self.find(css).await;
+        element
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    }
+
+    /// How many elements of the current page match the CSS selector `css`.
+    pub async fn count(&self, css: &str) -> usize {
+        self.client()
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find all {css}: {e}"))
+            .len()
+    }
+
+    /// The current page's markup as the browser holds it (the DOM serialized).
+    pub async fn source(&self) -> String {
+        self.client()
+            .source()
+            .await
+            .unwrap_or_else(|e| panic!("page source: {e}"))
+    }
+
     /// The URL of the current page.
     pub async fn url(&self) -> String {
         self.client()
@@ -131,7 +158,7 @@ impl Browser {
                 panic!(
                     "timed out after {timeout:?} waiting for {what}; page {} reads:\n{}",
                     self.url().await,
-                    self.text().await
+                    self.settled_text().await.unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -142,9 +169,29 @@ impl Browser {
     pub async fn wait_for_text(&self, needle: &str) {
         let what = format!("page text containing {needle:?}");
         self.wait_until(&what, WAIT, async |browser: &Browser| {
-            browser.text().await.contains(needle)
+            browser
+                .settled_text()
+                .await
+                .is_some_and(|text| text.contains(needle))
         })
         .await;
+    }
+
+    /// The page text, or `None` while a navigation replaces the document: after a click that
+    /// leads through redirects, the `<body>` found may be gone (stale) before its text is read,
+    /// or the next one not parsed yet.
+    async fn settled_text(&self) -> Option<String> {
+        let between_pages = |e: &CmdError| e.is_stale_element_reference() || e.is_no_such_element();
+        let body = match self.client().find(Locator::Css("body")).await {
+            Ok(body) => body,
+            Err(e) if between_pages(&e) => return None,
+            Err(e) => panic!("find body: {e}"),
+        };
+        match body.text().await {
+            Ok(text) => Some(text),
+            Err(e) if between_pages(&e) => None,
+            Err(e) => panic!("page text: {e}"),
+        }
     }
 
     /// Ends the WebDriver session (Chromium quits cleanly), then stops chromedriver.

@@ -56,6 +56,12 @@ impl TestProxy {
         }
         let config =
             Config::from_yaml(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_config(config, store_dir).await
+    }
+
+    /// Starts authrelay on a config the test built itself (the demo's, say), whose token store
+    /// is in `store_dir`; the caller keeps that directory alive.
+    pub async fn start_config(config: Config, store_dir: &Path) -> TestProxy {
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addrs()[0];
         let admin = server.admin_addr();
@@ -100,6 +106,13 @@ pub async fn sandbox() -> SandboxHandle {
 
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A loopback address whose port was free a moment ago (bound to port 0, then released): for a
+/// listener whose address must be known before it binds, such as an admin named in `redirect_uri`.
+pub fn free_loopback() -> SocketAddr {
+    let listener = std::net::TcpListener::bind(loopback()).expect("bind a free port");
+    listener.local_addr().expect("local addr")
 }
 
 /// A client that talks to the proxy directly, never through `HTTP_PROXY`.

@@ -82,7 +82,7 @@ fn connected_accounts(body: &mut String, provider: &str, accounts: &[&AccountVie
             };
             let _ = write!(
                 body,
-                "<tr data-account=\"{name}\"><td>{name}</td><td class=\"{class} state\">{}</td>{expires}\
+                "<tr data-provider=\"{provider}\" data-account=\"{name}\"><td>{name}</td><td class=\"{class} state\">{}</td>{expires}\
                  <td>{}</td><td>{}</td><td>\
                  <form method=\"post\" action=\"/accounts/{provider}/{name}/remove\">\
                  <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
