@@ -180,15 +180,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Provider and route names end up in metric labels and URLs, so they stay plain.
 /// An account name: it appears in URLs, metric labels and the store's record names.
 pub fn check_account_name(name: &str) -> Result<(), String> {
+    // At least one letter or digit: `.` and `..` would be path segments in admin URLs.
     let valid = (1..=64).contains(&name.len())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name.chars().any(|c| c.is_ascii_alphanumeric());
     if valid {
         Ok(())
     } else {
         Err(format!(
-            "`{}` is not a valid account name: 1 to 64 of A-Z a-z 0-9 . _ -",
+            "`{}` is not a valid account name: 1 to 64 of A-Z a-z 0-9 . _ - with a letter or digit",
             name.escape_debug()
         ))
     }
