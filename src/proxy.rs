@@ -269,6 +269,7 @@ async fn forward(
     let upstream_uri = upstream_uri(route, &path, parts.uri.query())?;
     // Before the body is read: a request for an account that is not connected goes no further.
     let account = route_account(route, &parts.headers);
+    attempts.account = account.map(str::to_owned);
     let credential = match (&route.account, account) {
         (RouteAccount::FromHeader(_), None) => {
             return Err(CredentialError::NoAccount {

@@ -434,7 +434,8 @@ async fn removing_an_account_deauthorizes_it_at_the_vendor() {
 #[tokio::test]
 async fn a_refused_refresh_token_asks_for_reauthorization() {
     let sandbox = sandbox().await;
-    let proxy = TestProxy::start(ACCOUNTS_YAML, &sandbox).await;
+    let store = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::start_with_store(ACCOUNTS_YAML, &sandbox, store.path()).await;
     connect(&proxy, "crossbeam", "acme").await;
     assert_eq!(
         proxied(&proxy, "/crossbeam/x", Some("acme")).await.status(),
@@ -482,6 +483,29 @@ async fn a_refused_refresh_token_asks_for_reauthorization() {
         ),
         "{metrics}"
     );
+
+    // After a restart the state is known before any request, and still no token request.
+    proxy.shutdown().await;
+    let proxy = TestProxy::start_with_store(ACCOUNTS_YAML, &sandbox, store.path()).await;
+    let ready: serde_json::Value = client()
+        .get(admin_url(&proxy, "/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = ready["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["account"] == "acme")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["state"], "reauthorization_required");
+    let response = proxied(&proxy, "/crossbeam/x", Some("acme")).await;
+    assert_relay_error(&response, 403, "reauthorization_required");
+    assert_eq!(sandbox.stats().token_requests, requests);
 
     // Connecting again brings it back.
     connect(&proxy, "crossbeam", "acme").await;

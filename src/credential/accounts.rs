@@ -127,7 +127,9 @@ impl AccountSet {
                 continue;
             }
             if let Some(account) = key.account.clone() {
-                self.insert_if_absent(&account, key);
+                // Its state shows in /readyz and the metrics before its first request.
+                self.insert_if_absent(&account, key)
+                    .know_account(record.account.clone());
             }
         }
         Ok(())

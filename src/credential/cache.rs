@@ -712,6 +712,13 @@ impl TokenCache {
                 Some(until.saturating_duration_since(now)),
                 Some(error.clone()),
             ),
+            (None, None)
+                if self
+                    .account_info()
+                    .is_some_and(|a| a.reauthorization_required) =>
+            {
+                (ProviderState::ReauthorizationRequired, None, None)
+            }
             (None, None) if token.is_none() && !self.restored.load(Ordering::SeqCst) => {
                 (ProviderState::NotYetUsed, None, None)
             }
@@ -795,6 +802,14 @@ impl TokenCache {
         if let Some(account) = account.as_mut() {
             account.reauthorization_required = error.is_some_and(GrantError::needs_reauthorization);
             account.last_error = error.map(GrantError::code);
+        }
+    }
+
+    /// Takes the stored account details before the first flight reads them (for listings).
+    pub fn know_account(&self, info: Option<AccountInfo>) {
+        let mut account = self.account.lock().unwrap_or_else(PoisonError::into_inner);
+        if account.is_none() {
+            *account = info;
         }
     }
 

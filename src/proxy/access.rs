@@ -53,8 +53,7 @@ pub(super) fn record(state: &State, outcome: Outcome<'_>, response: &Response<Pr
         target: "authrelay::access",
         route = route.map_or("-", |route| route.name.as_str()),
         provider = route.map_or("-", |route| route.provider.as_str()),
-        // Per-account tokens come with a later issue.
-        account = "-",
+        account = attempts.account.as_deref().unwrap_or("-"),
         caller,
         %method,
         status = response.status().as_u16(),

@@ -45,6 +45,8 @@ pub struct Attempts {
     /// Time spent waiting for upstream response headers, over every attempt; `None` when no
     /// request was sent upstream.
     pub upstream: Option<Duration>,
+    /// The connected account whose token the request used (or asked for), for the access log.
+    pub account: Option<String>,
 }
 
 /// The parts of the outgoing request that are sent again on a replay.
