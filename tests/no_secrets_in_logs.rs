@@ -21,11 +21,24 @@ async fn trace_logs_hold_no_secret_or_token() {
     let vendor = sandbox().await;
     let refresh_seed = vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID);
     let dir = tempfile::tempdir().unwrap();
+    // The admin port is named by xref's redirect_uri, so it is chosen before the proxy starts.
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let yaml = format!(
         r#"
 listeners: [{{ bind: "127.0.0.1:0" }}]
+admin: {{ bind: "{admin}" }}
 store: {{ kind: file, path: store }}
 providers:
+  xref:
+    preset: xref
+    authorize_url: "{sandbox}/xref/oauth/open-api/{{client_id}}"
+    token_url: "{sandbox}/xref/oauth/tokens"
+    client_id: xref-demo-client
+    client_secret: xref-demo-secret
+    redirect_uri: "http://{admin}/callback/xref"
   cultureamp:
     preset: cultureamp
     token_url: "{sandbox}/cultureamp/v1/oauth2/token"
@@ -54,6 +67,7 @@ routes:
     provider: crossbeam
     headers: {{ Xbeam-Organization: 02fde942-c7cd-4f12-9d4e-07ee8a57c8c6 }}
   - {{ match: {{ path_prefix: /partner }}, strip_prefix: true, upstream: "{sandbox}/partner/api", provider: partner }}
+  - {{ match: {{ path_prefix: /xref }}, strip_prefix: true, upstream: "{sandbox}/xref/api", provider: xref, account: main }}
 "#,
         sandbox = vendor.url()
     );
@@ -90,8 +104,37 @@ routes:
         .expect("proxy listening");
     let url = |path: &str| format!("http://{addr}{path}");
 
+    // Connect an Xref account step by step, keeping the state and the code it carried.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let location =
+        |response: reqwest::Response| response.headers()["location"].to_str().unwrap().to_owned();
+    let authorize = location(
+        no_redirects
+            .get(format!("http://{admin}/connect/xref?account=main"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let back = location(no_redirects.get(&authorize).send().await.unwrap());
+    let back = reqwest::Url::parse(&back).unwrap();
+    let flow_values: Vec<String> = back
+        .query_pairs()
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    let connected = no_redirects.get(back.as_str()).send().await.unwrap();
+    assert_eq!(connected.status(), 200);
+
     let mut tokens = Vec::new();
-    for path in ["/ca/employees", "/cb/v1/partners", "/partner/projects"] {
+    for path in [
+        "/ca/employees",
+        "/cb/v1/partners",
+        "/partner/projects",
+        "/xref/x",
+    ] {
         let echoed = echo(
             client()
                 .get(url(path))
@@ -127,8 +170,12 @@ routes:
         "cb-demo-secret".to_string(),
         refresh_seed,
         "caller-own-token".to_string(),
+        "xref-demo-secret".to_string(),
     ];
     secrets.extend(tokens);
+    // The authorization's state and code.
+    assert_eq!(flow_values.len(), 2, "{flow_values:?}");
+    secrets.extend(flow_values);
     for secret in &secrets {
         assert!(
             !log.contains(secret.as_str()),
