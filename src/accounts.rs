@@ -52,7 +52,7 @@ pub enum AccountError {
     NoCode,
     #[error("the vendor did not authorize the connection ({0})")]
     Denied(String),
-    #[error("the code exchange failed: {0}")]
+    #[error("{}", exchange_message(.0))]
     Exchange(GrantError),
     #[error("the vendor's revocation endpoint failed: {0}")]
     Revoke(String),
@@ -64,6 +64,18 @@ pub enum AccountError {
     Store(#[from] StoreError),
     #[error("cannot get the account's token: {0}")]
     Token(String),
+}
+
+fn exchange_message(error: &GrantError) -> String {
+    match error {
+        GrantError::Rejected {
+            oauth_error: Some(code),
+            ..
+        } if code == "invalid_grant" => "the vendor refused the code (invalid_grant): it expired \
+             or was already used; start the connection again"
+            .to_owned(),
+        other => format!("the code exchange failed: {other}"),
+    }
 }
 
 /// Authorizations a person has started and not yet finished, by `state`.
@@ -488,6 +500,12 @@ pub async fn organizations(
     account: &str,
 ) -> Result<Vec<Organization>, AccountError> {
     let (set, _) = authorization_code(state, provider)?;
+    if set.cache(account).await?.is_none() {
+        return Err(AccountError::UnknownAccount {
+            provider: provider.to_owned(),
+            account: account.to_owned(),
+        });
+    }
     let settings = set.provider();
     let route = state
         .config
@@ -514,11 +532,8 @@ pub async fn organizations(
         .await
         .map_err(|error| AccountError::Vendor(describe(error)))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| AccountError::Vendor(describe(error)))?;
-    if !status.is_success() || body.len() > MAX_ANSWER {
+    let body = read_limited(response).await?;
+    if !status.is_success() {
         return Err(AccountError::Vendor(format!(
             "GET {path} answered HTTP {status}"
         )));
@@ -538,6 +553,24 @@ fn describe(error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A vendor's answer, refused past [`MAX_ANSWER`] bytes.
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, AccountError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| AccountError::Vendor(describe(error)))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(AccountError::Vendor(format!(
+                "the answer is larger than {MAX_ANSWER} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn route_url(route: &RouteConfig, path: &str) -> String {

@@ -450,17 +450,22 @@ impl Credential {
         Ok(token)
     }
 
-    /// True when a new token can be obtained after a 401 (not a static token).
+    /// True when a new token can be obtained after a 401: not a static token, and not a
+    /// connected account without a refresh token (Xref's live until deauthorized: a 401 from
+    /// one endpoint must not throw away the only token there is).
     pub fn can_refresh(&self) -> bool {
-        matches!(self, Credential::Cached(_))
+        match self {
+            Credential::Cached(cache) => cache.renewable(),
+            Credential::Static(_) => false,
+        }
     }
 
     /// Forgets `used` if it is still cached (the vendor answered 401 to it). Returns false when
     /// the credential is cooling down after a refused replay (no refresh).
     pub fn invalidate(&self, used: &Arc<AccessToken>) -> bool {
         match self {
-            Credential::Cached(cache) => cache.invalidate(used),
-            Credential::Static(_) => false,
+            Credential::Cached(cache) if cache.renewable() => cache.invalidate(used),
+            _ => false,
         }
     }
 

@@ -515,3 +515,59 @@ async fn a_refused_refresh_token_asks_for_reauthorization() {
     );
     assert_eq!(accounts(&proxy).await[0]["state"], "ok");
 }
+
+#[tokio::test]
+async fn a_401_for_an_account_without_refresh_token_keeps_its_token() {
+    let sandbox = sandbox().await;
+    let proxy = TestProxy::start(ACCOUNTS_YAML, &sandbox).await;
+    connect(&proxy, "xref", "main").await;
+    let token_of = |echoed: &serde_json::Value| echoed_header(echoed, "authorization")[0].clone();
+    let before = token_of(&echo(proxied(&proxy, "/xref/x", None).await).await);
+
+    // One endpoint refusing the token (a permission, a bad path) is the vendor's answer to
+    // pass on; Xref issued no refresh token, so forgetting the token would disconnect the account.
+    let refused = proxied(&proxy, "/xref/_status/401", None).await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get("x-relay-error").is_none());
+    let after = token_of(&echo(proxied(&proxy, "/xref/x", None).await).await);
+    assert_eq!(before, after);
+    assert_eq!(sandbox.stats().token_requests, 1, "only the code exchange");
+    assert_eq!(accounts(&proxy).await[0]["state"], "ok");
+}
+
+#[tokio::test]
+async fn the_public_callback_name_opens_only_the_callback() {
+    let sandbox = sandbox().await;
+    let proxy = TestProxy::start(ACCOUNTS_YAML, &sandbox).await;
+    let with_host = |path: &str| {
+        client()
+            .get(admin_url(&proxy, path))
+            .header("host", "relay.example.com")
+    };
+    let response = with_host("/accounts").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+    let response = with_host("/").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+    // The callback answers through that name (here: a state no one issued).
+    let response = with_host("/callback/xref?state=x&code=y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = client()
+        .get(admin_url(&proxy, "/connect/xref?account=main"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    // Organizations of an account that is not connected: 404, no vendor call.
+    let response = client()
+        .get(admin_url(&proxy, "/accounts/crossbeam/nobody/orgs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(sandbox.stats().requests, 0);
+}

@@ -158,6 +158,11 @@ async fn without_a_running_proxy_the_commands_open_the_store() {
     let listed = stdout(&authrelay(&config, &["accounts", "list"]).await);
     assert!(listed.contains("no connected accounts"), "{listed}");
 
+    let odd = authrelay(&config, &["accounts", "remove", "xref", "a&b"]).await;
+    assert!(!odd.status.success());
+    let error = String::from_utf8_lossy(&odd.stderr);
+    assert!(error.contains("not a valid account name"), "{error}");
+
     let unknown = authrelay(&config, &["accounts", "remove", "xref", "main"]).await;
     assert!(!unknown.status.success());
     let error = String::from_utf8_lossy(&unknown.stderr);

@@ -26,6 +26,9 @@ pub struct AccountSet {
     metrics: ProviderMetrics,
     /// Held for a map lookup or insert only, never across an await.
     caches: RwLock<HashMap<String, Arc<TokenCache>>>,
+    /// Serializes what adds or removes accounts (loading from the store, connecting, removing),
+    /// so that a removed or replaced account is never loaded back from its old record.
+    membership: tokio::sync::Mutex<()>,
 }
 
 struct AccountSettings {
@@ -55,6 +58,7 @@ impl AccountSet {
             fingerprint,
             metrics,
             caches: RwLock::new(HashMap::new()),
+            membership: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -100,6 +104,10 @@ impl AccountSet {
         if let Some(cache) = self.read().get(account) {
             return Ok(Some(Arc::clone(cache)));
         }
+        let _membership = self.membership.lock().await;
+        if let Some(cache) = self.read().get(account) {
+            return Ok(Some(Arc::clone(cache)));
+        }
         let key = self.key(account);
         let connected = self
             .store
@@ -119,6 +127,7 @@ impl AccountSet {
 
     /// Loads a cache for every account the store holds for this provider.
     pub async fn restore_all(&self) -> Result<(), StoreError> {
+        let _membership = self.membership.lock().await;
         for (key, record) in self.store.list().await? {
             if key.provider != self.provider().name
                 || key.fingerprint != self.fingerprint
@@ -142,6 +151,7 @@ impl AccountSet {
         account: &str,
         record: &CredentialRecord,
     ) -> Result<(), StoreError> {
+        let _membership = self.membership.lock().await;
         let old = self.read().get(account).cloned();
         if let Some(old) = old {
             old.retire();
@@ -160,12 +170,22 @@ impl AccountSet {
 
     /// Forgets `account` here and in the store; true when the store had it.
     pub async fn remove(&self, account: &str) -> Result<bool, StoreError> {
-        let removed = self.write().remove(account);
-        if let Some(cache) = removed {
+        let _membership = self.membership.lock().await;
+        // Retired and settled before the delete: no refresh of it can write the record back.
+        let loaded = self.read().get(account).cloned();
+        if let Some(cache) = &loaded {
             cache.retire();
             cache.settle().await;
         }
-        self.store.delete(&self.key(account)).await
+        let deleted = self.store.delete(&self.key(account)).await;
+        if deleted.is_ok() {
+            self.write().remove(account);
+        } else if let Some(cache) = loaded {
+            // The record stays: so does a cache that may write it.
+            let fresh = self.new_cache(cache.key().clone());
+            self.write().insert(account.to_owned(), fresh);
+        }
+        deleted
     }
 
     /// The status of every loaded account, by account name.

@@ -414,8 +414,10 @@ impl TokenCache {
     async fn restore(&self) -> Result<Option<AccessToken>, GrantError> {
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
-            Err(error) if self.provider().lockout_sensitive => {
-                tracing::error!(provider = %self.provider().name, %error, "cannot read the token store; no token request for a lockout-sensitive provider without it");
+            // Without its record an account has no refresh token: going on would end in a
+            // record that forgets the account.
+            Err(error) if self.provider().lockout_sensitive || self.key.account.is_some() => {
+                tracing::error!(provider = %self.provider().name, %error, "cannot read the token store; no token request without it (lockout-sensitive provider or connected account)");
                 self.restored.store(false, Ordering::SeqCst);
                 return Err(GrantError::Transient {
                     reason: "the token store cannot be read".into(),
@@ -494,6 +496,11 @@ impl TokenCache {
     /// an error: using its access token would leave only a retired refresh token on disk.
     async fn persist(&self, result: &Result<AccessToken, GrantError>) -> Result<(), GrantError> {
         if self.retired.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self.key.account.is_some() && self.account_info().is_none() {
+            // Never read (the store failed): writing would replace the account with a stub.
+            tracing::error!(provider = %self.provider().name, "not writing an account record whose details were never read");
             return Ok(());
         }
         // Any answer confirms the attempts before it; only a request left unanswered stays counted.
@@ -803,6 +810,17 @@ impl TokenCache {
             account.reauthorization_required = error.is_some_and(GrantError::needs_reauthorization);
             account.last_error = error.map(GrantError::code);
         }
+    }
+
+    /// False for a connected account without a refresh token: its token cannot be renewed, so a
+    /// vendor's 401 must not make it forget the token.
+    pub fn renewable(&self) -> bool {
+        !matches!(self.provider().grant, GrantConfig::AuthorizationCode(_))
+            || self
+                .refresh_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
     }
 
     /// Takes the stored account details before the first flight reads them (for listings).

@@ -9,8 +9,8 @@ use prometheus::Registry;
 use serde::de::DeserializeOwned;
 
 use super::{OperateError, open_store};
-use crate::accounts::{self, AccountView, Organization, Removed};
-use crate::config::{AdminConfig, Config};
+use crate::accounts::{self, AccountError, AccountView, Organization, Removed};
+use crate::config::{AdminConfig, Config, check_account_name};
 use crate::metrics::Metrics;
 use crate::server::Server;
 use crate::state::State;
@@ -23,6 +23,15 @@ const CONNECT_WAIT: Duration = Duration::from_secs(600);
 enum Owner<'a> {
     Running(&'a AdminConfig),
     Direct(Box<State>),
+}
+
+/// The names go into admin URLs: they must be what the config and the store can hold.
+fn check_names(config: &Config, provider: &str, account: &str) -> Result<(), OperateError> {
+    if !config.providers.contains_key(provider) {
+        return Err(OperateError::UnknownProvider(provider.to_owned()));
+    }
+    check_account_name(account)
+        .map_err(|message| OperateError::Account(AccountError::BadAccountName(message)))
 }
 
 /// The running proxy when one holds the store, else a state of our own on it.
@@ -64,6 +73,7 @@ pub async fn remove(
     account: &str,
     force: bool,
 ) -> Result<Removed, OperateError> {
+    check_names(config, provider, account)?;
     match owner(config).await? {
         Owner::Direct(state) => Ok(accounts::remove(&state, provider, account, force).await?),
         Owner::Running(admin) => {
@@ -79,6 +89,7 @@ pub async fn organizations(
     provider: &str,
     account: &str,
 ) -> Result<Vec<Organization>, OperateError> {
+    check_names(config, provider, account)?;
     match owner(config).await? {
         Owner::Direct(state) => Ok(accounts::organizations(&state, provider, account).await?),
         Owner::Running(admin) => {
@@ -102,6 +113,7 @@ pub async fn connect(
     account: &str,
     show: impl Fn(&str),
 ) -> Result<bool, OperateError> {
+    check_names(config, provider, account)?;
     let admin = config.admin.as_ref().ok_or(OperateError::NoAdmin)?;
     let path = format!("/connect/{provider}?account={account}");
     if let Owner::Running(admin) = owner(config).await? {

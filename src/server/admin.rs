@@ -235,9 +235,10 @@ impl Admin {
         password.is_some_and(|password| same_text(password, expected.expose()))
     }
 
-    /// The admin listener is loopback only, so a browser reaches it by a loopback name, or
-    /// through the public name of a provider's `redirect_uri`. Any other `Host` is a page on
-    /// another site whose DNS name was rebound to 127.0.0.1.
+    /// The admin listener is loopback only, so a browser reaches it by a loopback name. Any
+    /// other `Host` is a page on another site whose DNS name was rebound to 127.0.0.1, except the
+    /// public name of a provider's `redirect_uri` on `/callback/*`: a front proxy that forwards
+    /// the callback must not open the rest of the admin to the world.
     fn host_allowed(&self, request: &Request<Incoming>) -> bool {
         let host = request
             .headers()
@@ -257,6 +258,9 @@ impl Admin {
                 .is_ok_and(|ip| ip.is_loopback())
         {
             return true;
+        }
+        if !request.uri().path().starts_with("/callback/") {
+            return false;
         }
         let state = self.state.load();
         state.config.providers.values().any(|provider| {
