@@ -177,6 +177,21 @@ async fn accounts(proxy: &TestProxy) -> Vec<serde_json::Value> {
     listing["accounts"].as_array().unwrap().clone()
 }
 
+/// The `state` `/readyz` reports for `account`.
+async fn ready_state(proxy: &TestProxy, account: &str) -> String {
+    let ready: serde_json::Value = client()
+        .get(admin_url(proxy, "/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let providers = ready["providers"].as_array().unwrap();
+    let entry = providers.iter().find(|p| p["account"] == account).unwrap();
+    entry["state"].as_str().unwrap().to_owned()
+}
+
 fn code_grants(sandbox: &SandboxHandle, client_id: &str) -> u64 {
     sandbox
         .stats()
@@ -453,22 +468,10 @@ async fn a_refused_refresh_token_asks_for_reauthorization() {
 
     let listed = accounts(&proxy).await;
     assert_eq!(listed[0]["state"], "reauthorization_required");
-    let ready: serde_json::Value = client()
-        .get(admin_url(&proxy, "/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entry = ready["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["account"] == "acme")
-        .unwrap()
-        .clone();
-    assert_eq!(entry["state"], "reauthorization_required");
+    assert_eq!(
+        ready_state(&proxy, "acme").await,
+        "reauthorization_required"
+    );
     let metrics = client()
         .get(admin_url(&proxy, "/metrics"))
         .send()
@@ -487,22 +490,10 @@ async fn a_refused_refresh_token_asks_for_reauthorization() {
     // After a restart the state is known before any request, and still no token request.
     proxy.shutdown().await;
     let proxy = TestProxy::start_with_store(ACCOUNTS_YAML, &sandbox, store.path()).await;
-    let ready: serde_json::Value = client()
-        .get(admin_url(&proxy, "/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entry = ready["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["account"] == "acme")
-        .unwrap()
-        .clone();
-    assert_eq!(entry["state"], "reauthorization_required");
+    assert_eq!(
+        ready_state(&proxy, "acme").await,
+        "reauthorization_required"
+    );
     let response = proxied(&proxy, "/crossbeam/x", Some("acme")).await;
     assert_relay_error(&response, 403, "reauthorization_required");
     assert_eq!(sandbox.stats().token_requests, requests);

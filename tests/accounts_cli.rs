@@ -184,15 +184,7 @@ async fn with_a_running_proxy_the_commands_go_through_its_admin_listener() {
         "{said}"
     );
 
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{proxy_addr}/crossbeam/v1/partners"))
-        .header("X-Relay-Account", "acme")
-        .send()
-        .await
-        .unwrap();
+    let response = as_acme(proxy_addr).await;
     assert_eq!(response.status(), 200);
 
     let listed = stdout(&authrelay(&config, &["accounts", "list"]).await);
@@ -207,17 +199,22 @@ async fn with_a_running_proxy_the_commands_go_through_its_admin_listener() {
 
     let removed = stdout(&authrelay(&config, &["accounts", "remove", "crossbeam", "acme"]).await);
     assert!(removed.contains("no revocation endpoint"), "{removed}");
-    let response = reqwest::Client::builder()
+    let response = as_acme(proxy_addr).await;
+    assert_eq!(response.status(), 403);
+    drop(proxy);
+}
+
+/// A Crossbeam call through the proxy for account `acme`.
+async fn as_acme(proxy: SocketAddr) -> reqwest::Response {
+    reqwest::Client::builder()
         .no_proxy()
         .build()
         .unwrap()
-        .get(format!("http://{proxy_addr}/crossbeam/v1/partners"))
+        .get(format!("http://{proxy}/crossbeam/v1/partners"))
         .header("X-Relay-Account", "acme")
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), 403);
-    drop(proxy);
+        .unwrap()
 }
 
 /// A child process stopped when the test ends, passed or panicked.
