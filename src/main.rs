@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use authrelay::Config;
 
+/// mimalloc: the request path allocates and frees many small buffers (headers, futures, body
+/// frames); glibc's malloc spent about 6 % of the proxy's CPU on them under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "authrelay",
@@ -317,8 +322,30 @@ fn demo(bind: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sized to the cores this process may use (its CPU affinity and cgroup quota), or to
+/// `AUTHRELAY_WORKER_THREADS`. On one core the single-threaded scheduler runs everything: a
+/// one-worker multi-threaded runtime spent about 35 % more CPU per proxied request on its
+/// cross-thread machinery (BENCHMARKS.md, issue 7).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let workers = match std::env::var("AUTHRELAY_WORKER_THREADS") {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .with_context(|| {
+                format!("AUTHRELAY_WORKER_THREADS must be a number from 1 to 1024, not `{text}`")
+            })?,
+        Err(_) => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
