@@ -217,3 +217,57 @@ fn ipv6_host_routes_match_bracketed_request_hosts() {
         assert_eq!(name(table.match_request(request)), Ok("any"), "{other}");
     }
 }
+
+#[test]
+fn the_prefix_index_chooses_what_a_full_scan_chooses() {
+    // A deterministic spread of prefixes, hosts and methods, large enough to be indexed.
+    let segments = ["a", "b", "api", "v1", "x"];
+    let hosts = [None, Some("a.example"), Some("b.example")];
+    let methods = [None, Some(vec![Method::GET]), Some(vec![Method::POST])];
+    let mut seed: u32 = 7;
+    let mut next = |bound: usize| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (seed >> 16) as usize % bound
+    };
+    let mut routes = vec![route("root", "/", None, None)];
+    for i in 0..300 {
+        let depth = 1 + next(3);
+        let prefix: String = (0..depth)
+            .map(|_| format!("/{}", segments[next(segments.len())]))
+            .collect();
+        let host = hosts[next(hosts.len())];
+        let method = methods[next(methods.len())].clone();
+        routes.push(route(&format!("r{i}"), &prefix, host, method));
+    }
+    let table = RouteTable::new(routes);
+    let index = table
+        .by_prefix
+        .as_ref()
+        .expect("a table this large is indexed");
+    let mut compared = 0;
+    for _ in 0..3_000 {
+        let depth = next(5);
+        let mut path: String = (0..depth)
+            .map(|_| format!("/{}", segments[next(segments.len())]))
+            .collect();
+        if path.is_empty() {
+            path.push('/');
+        }
+        if next(4) == 0 {
+            path.push('/');
+        }
+        let method = [Method::GET, Method::POST, Method::PUT][next(3)].clone();
+        let host = ["a.example", "b.example", "127.0.0.1"][next(3)];
+        let request = RouteRequest {
+            method: &method,
+            host: Some(host),
+            absolute_form: next(3) == 0,
+            path: &path,
+        };
+        let scanned = name(table.match_scan(&request));
+        let indexed = name(table.match_indexed(index, &request));
+        assert_eq!(indexed, scanned, "{method} {host} {path}");
+        compared += usize::from(scanned.is_ok());
+    }
+    assert!(compared > 1_000, "most requests found a route: {compared}");
+}
