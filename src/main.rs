@@ -322,21 +322,23 @@ fn demo(bind: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sized to the cores this process may use (its CPU affinity and cgroup quota), or to
-/// `AUTHRELAY_WORKER_THREADS`. On one core the single-threaded scheduler runs everything: a
+/// Sized to the cores this process may use (its CPU affinity and cgroup quota, rounded down), or
+/// to `AUTHRELAY_WORKER_THREADS` (else `TOKIO_WORKER_THREADS`). On one core the single-threaded scheduler runs everything: a
 /// one-worker multi-threaded runtime spent about 35 % more CPU per proxied request on its
 /// cross-thread machinery (BENCHMARKS.md, issue 7).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers = match std::env::var("AUTHRELAY_WORKER_THREADS") {
-        Ok(text) => text
+    // TOKIO_WORKER_THREADS, which tokio's own default honours, is honoured too.
+    let setting = ["AUTHRELAY_WORKER_THREADS", "TOKIO_WORKER_THREADS"]
+        .into_iter()
+        .find_map(|name| Some((name, std::env::var(name).ok()?)));
+    let workers = match setting {
+        Some((name, text)) => text
             .trim()
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=1024).contains(n))
-            .with_context(|| {
-                format!("AUTHRELAY_WORKER_THREADS must be a number from 1 to 1024, not `{text}`")
-            })?,
-        Err(_) => std::thread::available_parallelism().map_or(1, usize::from),
+            .with_context(|| format!("{name} must be a number from 1 to 1024, not `{text}`"))?,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
     };
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

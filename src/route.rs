@@ -18,7 +18,15 @@ pub struct RouteTable {
     routes: Vec<Arc<RouteConfig>>,
     /// Route indices by exact `path_prefix`, in file order; only for tables large enough that
     /// scanning every route costs more than a few map lookups (see [`INDEX_FROM`]).
-    by_prefix: Option<HashMap<String, Vec<usize>>>,
+    by_prefix: Option<PrefixIndex>,
+}
+
+#[derive(Debug)]
+struct PrefixIndex {
+    routes_by_prefix: HashMap<String, Vec<usize>>,
+    /// The longest prefix: a request path is cut to it before the lookups start, so that a
+    /// long path costs no more than a short one (each lookup hashes what remains).
+    longest: usize,
 }
 
 /// From this many routes on, matching looks up the request path's prefixes (one map lookup per
@@ -53,14 +61,18 @@ impl RouteTable {
     pub fn new(routes: impl IntoIterator<Item = RouteConfig>) -> Self {
         let routes: Vec<Arc<RouteConfig>> = routes.into_iter().map(Arc::new).collect();
         let by_prefix = (routes.len() >= INDEX_FROM).then(|| {
-            let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+            let mut routes_by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
             for (i, route) in routes.iter().enumerate() {
-                index
+                routes_by_prefix
                     .entry(route.matcher.path_prefix.clone())
                     .or_default()
                     .push(i);
             }
-            index
+            let longest = routes_by_prefix.keys().map(String::len).max().unwrap_or(1);
+            PrefixIndex {
+                routes_by_prefix,
+                longest,
+            }
         });
         Self { routes, by_prefix }
     }
@@ -101,12 +113,20 @@ impl RouteTable {
     /// within it a route naming the host beats one that does not, then file order.
     fn match_indexed(
         &self,
-        by_prefix: &HashMap<String, Vec<usize>>,
+        index: &PrefixIndex,
         request: &RouteRequest<'_>,
     ) -> Result<&Arc<RouteConfig>, NoRoute> {
         let mut candidate = request.path;
+        // No prefix is longer than `longest`: start at the last segment boundary within it.
+        if candidate.len() > index.longest {
+            let head = &candidate.as_bytes()[..=index.longest];
+            candidate = match head.iter().rposition(|&byte| byte == b'/') {
+                Some(0) | None => "/",
+                Some(cut) => &candidate[..cut],
+            };
+        }
         loop {
-            if let Some(indices) = by_prefix.get(candidate) {
+            if let Some(indices) = index.routes_by_prefix.get(candidate) {
                 let best = indices
                     .iter()
                     .map(|&i| &self.routes[i])

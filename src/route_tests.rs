@@ -270,4 +270,18 @@ fn the_prefix_index_chooses_what_a_full_scan_chooses() {
         compared += usize::from(scanned.is_ok());
     }
     assert!(compared > 1_000, "most requests found a route: {compared}");
+
+    // A path far longer than any prefix starts its lookups at the longest prefix's length.
+    let long = "/a".repeat(4_000);
+    let get = Method::GET;
+    let request = RouteRequest {
+        method: &get,
+        host: Some("127.0.0.1"),
+        absolute_form: false,
+        path: &long,
+    };
+    assert_eq!(
+        name(table.match_indexed(index, &request)),
+        name(table.match_scan(&request))
+    );
 }

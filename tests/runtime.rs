@@ -97,4 +97,15 @@ fn a_bad_worker_count_is_refused_with_its_name() {
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("AUTHRELAY_WORKER_THREADS"), "{error}");
+
+    // tokio's own variable is honoured (and checked) when authrelay's is absent.
+    let output = Command::new(env!("CARGO_BIN_EXE_authrelay"))
+        .args(["sandbox", "--bind", "127.0.0.1:0"])
+        .env_remove("AUTHRELAY_WORKER_THREADS")
+        .env("TOKIO_WORKER_THREADS", "many")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("TOKIO_WORKER_THREADS"), "{error}");
 }
