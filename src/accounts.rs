@@ -17,7 +17,10 @@ use tokio::time::Instant;
 use crate::config::{
     AuthorizationCode, ClientAuth, GrantConfig, ProviderConfig, RouteConfig, check_account_name,
 };
-use crate::credential::{AccessToken, AccountSet, GrantError, GrantRequest, ProviderState};
+use crate::credential::{
+    AccessToken, AccountSet, GrantError, GrantRequest, LifetimeSource, ProviderState,
+    STATIC_LIFETIME,
+};
 use crate::secret::Secret;
 use crate::state::State;
 use crate::store::{AccountInfo, CredentialRecord, StoreError};
@@ -278,7 +281,13 @@ fn connected_record(
     refresh_token: Option<Secret>,
     requested_scopes: &[String],
 ) -> CredentialRecord {
-    let stored = token.to_stored();
+    let mut stored = token.to_stored();
+    if refresh_token.is_none() && token.lifetime_source == LifetimeSource::Default {
+        // The vendor stated no expiry and gave nothing to renew with (Xref): the token is good
+        // until it is deauthorized, not until `default_ttl` would disconnect the account.
+        stored.expires_at = SystemTime::now() + STATIC_LIFETIME;
+        stored.lifetime = STATIC_LIFETIME;
+    }
     let scopes = match token.field("scope") {
         Some(granted) => granted.split_whitespace().map(str::to_owned).collect(),
         None => requested_scopes.to_vec(),
@@ -365,7 +374,10 @@ pub async fn list(state: &State) -> Result<Vec<AccountView>, AccountError> {
                     .as_ref()
                     .and_then(|i| i.connected_at.duration_since(SystemTime::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs()),
-                expires_in_seconds: expires_in.map(|d| d.as_secs()),
+                // A token that never expires on our side shows no countdown.
+                expires_in_seconds: expires_in
+                    .filter(|left| *left < STATIC_LIFETIME / 2)
+                    .map(|d| d.as_secs()),
                 scopes: info.as_ref().map(|i| i.scopes.clone()).unwrap_or_default(),
                 state: state.to_owned(),
                 last_error: status

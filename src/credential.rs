@@ -34,7 +34,7 @@ pub use token::{AccessToken, Issued, LifetimeSource, TokenResponseError};
 
 /// A static token never expires on our side (the vendor's 401 says otherwise); a century stands
 /// for "never" without overflowing `Instant`.
-const STATIC_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub const STATIC_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Where each provider's token comes from.
 pub struct Credentials {

@@ -242,6 +242,8 @@ async fn xref_account_connects_and_its_token_goes_out_with_the_token_scheme() {
     assert_eq!(listed[0]["provider"], "xref");
     assert_eq!(listed[0]["account"], "main");
     assert_eq!(listed[0]["state"], "ok");
+    // No expiry stated and no refresh token: good until deauthorized, no countdown.
+    assert!(listed[0]["expires_in_seconds"].is_null(), "{listed:?}");
     let listing = serde_json::to_string(&listed).unwrap();
     assert!(!listing.contains(authorization[0].trim_start_matches("Token ")));
 

@@ -159,7 +159,12 @@ impl AccessToken {
             stored.fields.clone(),
         )
         .ok()?;
-        token.expires_at = Instant::now() + remaining.min(MAX_LIFETIME);
+        // Normally at most MAX_LIFETIME; a token stored as never expiring (a connected account
+        // whose vendor states no expiry and issues no refresh token) keeps that.
+        let longest = MAX_LIFETIME
+            .max(stored.lifetime)
+            .min(super::STATIC_LIFETIME);
+        token.expires_at = Instant::now() + remaining.min(longest);
         token.renew_at = token.expires_at;
         Some(token)
     }
