@@ -15,11 +15,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::{
-    AuthorizationCode, ClientAuth, GrantConfig, ProviderConfig, RouteConfig, check_account_name,
+    AuthorizationCode, ClientAuth, GrantConfig, TokenEndpoint, check_account_name,
 };
 use crate::credential::{
-    AccessToken, AccountSet, GrantError, GrantRequest, LifetimeSource, ProviderState,
-    STATIC_LIFETIME,
+    AccessToken, AccountSet, GrantError, GrantRequest, LifetimeSource, ProviderState, ReadFailure,
+    STATIC_LIFETIME, read_capped,
 };
 use crate::secret::Secret;
 use crate::state::State;
@@ -421,7 +421,7 @@ pub async fn remove(
         (None, _) => "no_endpoint",
         (Some(_), None) => "no_token",
         (Some(url), Some(token)) => {
-            match revoke(&settings, &code.endpoint.client_auth, url, &token, code).await {
+            match revoke(set.client().http(), url, &token, &code.endpoint).await {
                 Ok(()) => "revoked",
                 Err(error) if force => {
                     tracing::warn!(provider, account, %error, "revocation failed; removing the account anyway (forced)");
@@ -443,15 +443,13 @@ pub async fn remove(
 /// One revocation request. Xref (`json_body` client auth) authenticates with the token itself in
 /// the provider's scheme; everything else follows RFC 7009 with the client's credentials.
 async fn revoke(
-    provider: &ProviderConfig,
-    client_auth: &ClientAuth,
+    client: &reqwest::Client,
     url: &reqwest::Url,
     token: &AccessToken,
-    code: &AuthorizationCode,
+    endpoint: &TokenEndpoint,
 ) -> Result<(), AccountError> {
-    let client = vendor_client(provider)?;
     let request = client.post(url.clone());
-    let request = match client_auth {
+    let request = match endpoint.client_auth {
         ClientAuth::JsonBody => {
             request.header(http::header::AUTHORIZATION, token.authorization().clone())
         }
@@ -459,9 +457,9 @@ async fn revoke(
             let mut form = vec![
                 ("token", token_value(token)),
                 ("token_type_hint", "access_token".to_owned()),
-                ("client_id", code.endpoint.client_id.expose().to_owned()),
+                ("client_id", endpoint.client_id.expose().to_owned()),
             ];
-            if let Some(secret) = &code.endpoint.client_secret {
+            if let Some(secret) = &endpoint.client_secret {
                 form.push(("client_secret", secret.expose().to_owned()));
             }
             request.form(&form)
@@ -487,20 +485,6 @@ fn token_value(token: &AccessToken) -> String {
         .and_then(|value| value.split_once(' '))
         .map(|(_, token)| token.to_owned())
         .unwrap_or_default()
-}
-
-/// A client for vendor calls outside the proxied path: the provider's trusted roots, no
-/// redirects, no environment proxy.
-fn vendor_client(provider: &ProviderConfig) -> Result<reqwest::Client, AccountError> {
-    let tls = crate::trust::client_config(provider.ca.as_ref())
-        .map_err(|error| AccountError::Vendor(error.to_string()))?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|error| AccountError::Vendor(describe(error)))
 }
 
 /// Crossbeam's `GET /v0.1/users/me` (the provider's `test_path`) with the account's token, below
@@ -536,15 +520,24 @@ pub async fn organizations(
         .token()
         .await
         .map_err(|error| AccountError::Token(error.to_string()))?;
-    let response = vendor_client(&settings)?
-        .get(route_url(route, path))
+    let response = set
+        .client()
+        .http()
+        .get(route.upstream.join(path))
         .header(http::header::AUTHORIZATION, token.authorization().clone())
         .header(http::header::ACCEPT, "application/json")
         .send()
         .await
         .map_err(|error| AccountError::Vendor(describe(error)))?;
     let status = response.status();
-    let body = read_limited(response).await?;
+    let body = read_capped(response, MAX_ANSWER)
+        .await
+        .map_err(|failure| match failure {
+            ReadFailure::Transport(error) => AccountError::Vendor(describe(error)),
+            ReadFailure::TooLarge => {
+                AccountError::Vendor(format!("the answer is larger than {MAX_ANSWER} bytes"))
+            }
+        })?;
     if !status.is_success() {
         return Err(AccountError::Vendor(format!(
             "GET {path} answered HTTP {status}"
@@ -565,31 +558,6 @@ fn describe(error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// A vendor's answer, refused past [`MAX_ANSWER`] bytes.
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, AccountError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|error| AccountError::Vendor(describe(error)))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(AccountError::Vendor(format!(
-                "the answer is larger than {MAX_ANSWER} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn route_url(route: &RouteConfig, path: &str) -> String {
-    format!(
-        "{}://{}{}{}",
-        route.upstream.scheme, route.upstream.authority, route.upstream.base_path, path
-    )
 }
 
 /// `organizations: [{name, uuid}]`, at the top level or under `user`.

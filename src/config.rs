@@ -215,6 +215,18 @@ pub struct UpstreamUrl {
     pub base_path: String,
 }
 
+// === impl UpstreamUrl ===
+
+impl UpstreamUrl {
+    /// The URL of `path` (starting with `/`) below this upstream's base path.
+    pub fn join(&self, path: &str) -> String {
+        format!(
+            "{}://{}{}{path}",
+            self.scheme, self.authority, self.base_path
+        )
+    }
+}
+
 /// A header value that may refer to `{token}` or a field of the token response (`{xref_account_id}`).
 #[derive(Debug, Clone)]
 pub struct HeaderTemplate {

@@ -28,7 +28,7 @@ pub use accounts::AccountSet;
 pub use cache::{CacheError, Lookup, TokenCache};
 /// For [`crate::fuzzing`] only.
 pub(crate) use grant::classify;
-pub use grant::{GrantError, GrantRequest, TokenClient, retry_after};
+pub use grant::{GrantError, GrantRequest, ReadFailure, TokenClient, read_capped, retry_after};
 pub use status::{ProviderState, ProviderStatus};
 pub use token::{AccessToken, Issued, LifetimeSource, TokenResponseError};
 

@@ -111,13 +111,7 @@ pub async fn check_online(config: Config) -> Result<Vec<OnlineCheck>, OperateErr
         let summary = match state.credentials.authorize(route, &mut headers).await {
             Err(error) => Err(describe(&error)),
             Ok(_) => {
-                let uri = format!(
-                    "{}://{}{}{}",
-                    route.upstream.scheme,
-                    route.upstream.authority,
-                    route.upstream.base_path,
-                    test_path
-                );
+                let uri = route.upstream.join(test_path);
                 let mut request =
                     Request::new(Empty::new().map_err(|never| match never {}).boxed());
                 *request.method_mut() = Method::GET;

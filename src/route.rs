@@ -341,6 +341,21 @@ pub fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a str>) -> Option<&'
     (!authority.is_empty()).then_some(authority)
 }
 
+/// `localhost`, `*.localhost` (RFC 6761: never sent to DNS), `127.0.0.0/8`, `[::1]`.
+pub fn is_loopback_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let suffix = ".localhost";
+    let subdomain = host.len() > suffix.len()
+        && host.is_char_boundary(host.len() - suffix.len())
+        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+    if host.eq_ignore_ascii_case("localhost") || subdomain {
+        return true;
+    }
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 #[path = "route_tests.rs"]
 mod tests;

@@ -815,7 +815,8 @@ impl TokenCache {
     /// False for a connected account without a refresh token: its token cannot be renewed, so a
     /// vendor's 401 must not make it forget the token.
     pub fn renewable(&self) -> bool {
-        !matches!(self.provider().grant, GrantConfig::AuthorizationCode(_))
+        // Only connected accounts have a key with an account, and only they can lack one.
+        self.key.account.is_none()
             || self
                 .refresh_token
                 .lock()

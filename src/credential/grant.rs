@@ -106,6 +106,12 @@ pub struct TokenClient {
 impl TokenClient {
     /// A client that never follows redirects (a 307 would re-post the secret) and ignores
     /// `HTTP(S)_PROXY` (the secret must go to the configured host only).
+    /// The underlying client, for the other calls to the vendor's auth endpoints (revocation,
+    /// `users/me`): the same trusted roots, no redirects, no environment proxy, 10 s.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn new(tls: rustls::ClientConfig) -> Result<TokenClient, reqwest::Error> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -222,13 +228,34 @@ fn basic_authorization(endpoint: &TokenEndpoint) -> http::HeaderValue {
     value
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, GrantError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
-            return Err(GrantError::Transient {
+async fn read_limited(response: reqwest::Response) -> Result<Vec<u8>, GrantError> {
+    read_capped(response, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|failure| match failure {
+            ReadFailure::Transport(error) => transport_error(error),
+            ReadFailure::TooLarge => GrantError::Transient {
                 reason: format!("the token response is larger than {MAX_TOKEN_RESPONSE} bytes"),
-            });
+            },
+        })
+}
+
+/// Why a vendor's answer could not be read whole.
+#[derive(Debug)]
+pub enum ReadFailure {
+    Transport(reqwest::Error),
+    /// Longer than the cap: a vendor endpoint has no reason to send that much.
+    TooLarge,
+}
+
+/// A vendor's whole answer, refused past `cap` bytes (read as it arrives, never buffered beyond).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, ReadFailure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadFailure::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(ReadFailure::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }

@@ -15,7 +15,7 @@ use http::{Uri, Version};
 
 use super::{Peer, PeerCertificate, ProxyError, is_absolute_form};
 use crate::config::{Limits, RouteConfig};
-use crate::route::request_host;
+use crate::route::{is_loopback_name, request_host};
 use crate::state::State;
 use crate::upstream::connection_tokens;
 
@@ -249,21 +249,6 @@ fn check_host(state: &State, parts: &Parts) -> Result<(), ProxyError> {
     } else {
         Err(ProxyError::MisdirectedHost)
     }
-}
-
-/// `localhost`, `*.localhost` (RFC 6761: never sent to DNS), `127.0.0.0/8`, `[::1]`.
-fn is_loopback_name(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let suffix = ".localhost";
-    let subdomain = host.len() > suffix.len()
-        && host.is_char_boundary(host.len() - suffix.len())
-        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
-    if host.eq_ignore_ascii_case("localhost") || subdomain {
-        return true;
-    }
-    let ip = host.trim_start_matches('[').trim_end_matches(']');
-    ip.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A browser page elsewhere must not borrow our credentials: cross-site and same-site fetches

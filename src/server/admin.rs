@@ -11,7 +11,6 @@ mod csrf;
 mod page;
 mod scrape;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -24,6 +23,7 @@ use hyper::body::Incoming;
 use crate::accounts::PendingAuthorizations;
 use crate::config::GrantConfig;
 use crate::metrics::Metrics;
+use crate::route::{is_loopback_name, request_host};
 use crate::secret::same_text;
 use crate::state::SharedState;
 use crate::store::TokenStore;
@@ -240,23 +240,15 @@ impl Admin {
     /// public name of a provider's `redirect_uri` on `/callback/*`: a front proxy that forwards
     /// the callback must not open the rest of the admin to the world.
     fn host_allowed(&self, request: &Request<Incoming>) -> bool {
-        let host = request
+        let host_header = request
             .headers()
             .get(HOST)
-            .and_then(|value| value.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
-        let Some(host) = host else {
+            .and_then(|value| value.to_str().ok());
+        let Some(name) = request_host(request.uri(), host_header) else {
             // HTTP/1.0 scripts may send no Host; a browser always does.
             return true;
         };
-        let name = host_name(host);
-        if name.eq_ignore_ascii_case("localhost")
-            || name
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-        {
+        if is_loopback_name(name) {
             return true;
         }
         if !request.uri().path().starts_with("/callback/") {
@@ -268,16 +260,6 @@ impl Admin {
                 if code.redirect_uri.host_str().is_some_and(|h| h.eq_ignore_ascii_case(name)))
         })
     }
-}
-
-/// The host part of a `Host` value, without the port.
-fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(name, _)| &host[..=name.len()]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 /// A browser says where a request comes from: `Sec-Fetch-Site` (all current browsers), else
@@ -367,14 +349,6 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_names_lose_their_port() {
-        assert_eq!(host_name("127.0.0.1:9090"), "127.0.0.1");
-        assert_eq!(host_name("[::1]:9090"), "[::1]");
-        assert_eq!(host_name("[::1]"), "[::1]");
-        assert_eq!(host_name("localhost"), "localhost");
-    }
 
     #[test]
     fn cross_site_reads_fetch_metadata_then_origin() {
