@@ -1,5 +1,6 @@
 //! Test harness: authrelay on port 0 with a YAML config, the sandbox vendors as upstream, and an
-//! HTTP client that never uses an environment proxy; `browser` drives a headless Chromium.
+//! HTTP client that never uses an environment proxy; `browser` drives a headless Chromium, `redis`
+//! runs a real `redis-server`.
 #![allow(dead_code)] // each test file uses a different part of the harness
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod browser;
+pub mod redis;
 
 /// A running proxy; dropping it stops the server.
 pub struct TestProxy {
