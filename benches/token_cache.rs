@@ -96,7 +96,9 @@ impl Fixture {
                 .replace("{sandbox}", &sandbox.url())
                 .replace("{store}", &store.path().display().to_string());
             let config = Config::from_yaml(&yaml, Path::new(".")).expect("bench config");
-            let token_store = authrelay::store::open(&config.store).expect("token store");
+            let token_store = authrelay::store::open(&config.store)
+                .await
+                .expect("token store");
             let metrics = Metrics::new(Registry::new()).expect("metrics");
             let credentials =
                 Credentials::build(&config, &token_store, None, &metrics).expect("credentials");

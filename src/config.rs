@@ -59,6 +59,35 @@ pub enum StoreConfig {
         /// 32-byte AEAD key; `None` means a key file generated in `path` (mode 0600).
         key: Option<Secret>,
     },
+    /// Redis, shared by a fleet of replicas.
+    Redis(RedisStoreConfig),
+}
+
+/// `store: {kind: redis}`: where the fleet's Redis is and how a replica behaves without it.
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    /// `redis://` or `rediss://`; may carry a user name and password.
+    pub url: Secret,
+    /// 32-byte AEAD key; every replica must have the same one.
+    pub key: Secret,
+    /// Put before every key name, so several fleets can share one Redis.
+    pub prefix: String,
+    /// PEM file of the CA that signed the Redis server's certificate (`rediss://` only);
+    /// without it the system's roots are used.
+    pub ca: Option<PathBuf>,
+    /// Longest wait for a connection or a command's answer.
+    pub timeout: Duration,
+    pub when_unreachable: WhenUnreachable,
+}
+
+/// Whether a replica that cannot reach Redis may request tokens on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnreachable {
+    /// Lockout-sensitive providers and providers with rotating refresh tokens wait for Redis;
+    /// others request alone.
+    Protect,
+    /// Every provider requests alone (each replica then holds its own token).
+    Request,
 }
 
 /// The admin listener.

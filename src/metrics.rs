@@ -49,6 +49,8 @@ pub struct Metrics {
     provider_state: IntGaugeVec,
     credentials_rejected: IntGauge,
     accounts_reauthorization_required: IntGauge,
+    store_errors: IntCounter,
+    store_up: IntGauge,
     /// A scrape resets and refills the time-dependent gauges: one scrape at a time.
     scrape: Mutex<()>,
 }
@@ -195,6 +197,14 @@ impl Metrics {
                 ACCOUNTS_REAUTHORIZATION_REQUIRED,
                 "Accounts whose grant must be authorized again by a person.",
             ))?,
+            store_errors: IntCounter::with_opts(Opts::new(
+                STORE_ERRORS_TOTAL,
+                "Token store operations that failed or timed out (Redis in a fleet).",
+            ))?,
+            store_up: IntGauge::with_opts(Opts::new(
+                STORE_UP,
+                "1 while the token store answers, 0 while a fleet replica cannot reach Redis.",
+            ))?,
             scrape: Mutex::new(()),
             registry,
         };
@@ -210,7 +220,7 @@ impl Metrics {
     }
 
     fn register_all(&self) -> Result<(), MetricsError> {
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(self.token_requests.clone()),
             Box::new(self.token_request_duration.clone()),
             Box::new(self.token_cache.clone()),
@@ -225,6 +235,8 @@ impl Metrics {
             Box::new(self.provider_state.clone()),
             Box::new(self.credentials_rejected.clone()),
             Box::new(self.accounts_reauthorization_required.clone()),
+            Box::new(self.store_errors.clone()),
+            Box::new(self.store_up.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector)?;
@@ -300,6 +312,15 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.config_last_reload_success.set(now.as_secs_f64());
+    }
+
+    /// Takes the store's health for the next scrape; `errors` is its count since start.
+    pub fn record_store_health(&self, reachable: bool, errors: u64) {
+        self.store_up.set(i64::from(reachable));
+        let counted = self.store_errors.get();
+        if errors > counted {
+            self.store_errors.inc_by(errors - counted);
+        }
     }
 
     /// Sets the time-dependent gauges from `providers` (the live state, now) and encodes every

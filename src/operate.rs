@@ -33,8 +33,6 @@ pub enum OperateError {
     NoAdmin,
     #[error("the running authrelay's admin listener: {0}")]
     Admin(String),
-    #[error("opening the token store stopped abnormally")]
-    Task,
     #[error("metrics: {0}")]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
@@ -50,13 +48,9 @@ pub struct OnlineCheck {
     pub summary: String,
 }
 
-/// Opens the configured store off the async threads (opening authenticates every record).
+/// Opens the configured store (opening a file store authenticates every record).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn TokenStore>, OperateError> {
-    let store_config = config.store.clone();
-    tokio::task::spawn_blocking(move || store::open(&store_config))
-        .await
-        .map_err(|_| OperateError::Task)?
-        .map_err(OperateError::from)
+    Ok(store::open(&config.store).await?)
 }
 
 /// Obtains one token per provider that needs no person (static, client credentials, refresh

@@ -96,12 +96,16 @@ impl Reloader {
         if binds(&config) != binds(&running.config) {
             return Err(ReloadError::NeedsRestart("listeners and admin.bind"));
         }
-        // Debug hides the key, so compare it apart.
-        let key = |store: &StoreConfig| match store {
-            StoreConfig::File { key, .. } => key.as_ref().map(|k| k.expose().to_owned()),
+        // Debug hides the key and the Redis URL, so compare them apart.
+        let secrets = |store: &StoreConfig| match store {
+            StoreConfig::File { key, .. } => (key.as_ref().map(|k| k.expose().to_owned()), None),
+            StoreConfig::Redis(redis) => (
+                Some(redis.key.expose().to_owned()),
+                Some(redis.url.expose().to_owned()),
+            ),
         };
         if format!("{:?}", config.store) != format!("{:?}", running.config.store)
-            || key(&config.store) != key(&running.config.store)
+            || secrets(&config.store) != secrets(&running.config.store)
         {
             return Err(ReloadError::NeedsRestart("store"));
         }

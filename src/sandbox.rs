@@ -353,6 +353,12 @@ impl SandboxHandle {
         self.state.revoke_all_tokens();
     }
 
+    /// Every access token issued so far is rejected from now on; refresh tokens keep working (a
+    /// vendor that ended its sessions but not the grants).
+    pub fn revoke_access_tokens(&self) {
+        self.state.revoke_access_tokens();
+    }
+
     /// A Crossbeam refresh token for `client_id`, as if the demo user had just connected with
     /// every scope and `offline_access`: a new token family whose first refresh token this is.
     /// Not counted as a token request.

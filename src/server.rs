@@ -73,8 +73,6 @@ pub enum ServerError {
     State(#[from] StateError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("opening the token store stopped abnormally")]
-    StoreTask,
     #[error("metrics: {0}")]
     Metrics(#[from] MetricsError),
 }
@@ -97,11 +95,7 @@ impl Server {
         warn_about_clear_text_keys(&config);
         let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
         let admin_bind = config.admin.as_ref().map(|admin| admin.bind);
-        // Opening authenticates every record: blocking work, off the async threads.
-        let store_config = config.store.clone();
-        let store = tokio::task::spawn_blocking(move || store::open(&store_config))
-            .await
-            .map_err(|_| ServerError::StoreTask)??;
+        let store = store::open(&config.store).await?;
         let state = State::build(config, &store, &metrics)?;
         if let Err(error) = state.credentials.restore_accounts().await {
             tracing::warn!(%error, "cannot list the connected accounts; each loads on its first request");

@@ -1,8 +1,10 @@
 //! The durable token store under the credential cache: refresh tokens, still-valid access tokens
-//! and rejected-secret marks survive restarts, encrypted at rest (`store/seal.rs`). Today the one
-//! backend is an embedded redb file (`store/file.rs`).
+//! and rejected-secret marks survive restarts, encrypted at rest (`store/seal.rs`). Two backends:
+//! an embedded redb file for one process (`store/file.rs`), and Redis for a fleet of replicas
+//! (`store/fleet.rs`), which also coordinates their token requests.
 
 mod file;
+mod fleet;
 mod record;
 pub mod seal;
 
@@ -16,6 +18,7 @@ use futures_util::future::BoxFuture;
 pub use crate::config::StoreConfig;
 use crate::secret::Secret;
 pub use file::FileStore;
+pub use fleet::{Lease, RedisStore, Updates, notification_name};
 
 /// Names one credential's record: provider, optional connected account, and a fingerprint of the
 /// credential settings (computed by the credential module; opaque hex here).
@@ -135,6 +138,20 @@ pub enum StoreError {
         path: PathBuf,
         source: Box<redb::Error>,
     },
+    /// Redis could not be reached or refused an operation. `url` has no user name or password.
+    #[error("redis {url}: {detail}")]
+    Redis { url: String, detail: String },
+    /// `store.key` of a Redis store is not base64 of 32 bytes.
+    #[error("the configured key for redis {url} must be standard base64 of exactly 32 bytes")]
+    RedisKey { url: String },
+    /// The key-check record in Redis was sealed with another key.
+    #[error(
+        "redis {url} (prefix {prefix}) holds records sealed with a different key; every replica needs the same store.key"
+    )]
+    RedisDifferentKey { url: String, prefix: String },
+    /// A fenced write was refused: another replica took the lease after this one's expired.
+    #[error("another replica took over {record} after this replica's lease expired")]
+    LeaseLost { record: String },
     /// The random generator or the cipher failed while writing.
     #[error("cannot encrypt a record for {path}")]
     Seal { path: PathBuf },
@@ -169,14 +186,53 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Removes the record under `key` (a disconnected account); true when there was one.
     fn delete<'a>(&'a self, key: &'a CredentialKey) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The fleet coordination of a store shared by replicas; `None` for a store with one owner.
+    fn fleet(&self) -> Option<&RedisStore> {
+        None
+    }
+
+    /// Whether the store answers, for `/readyz` and the metrics.
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            shared: false,
+            reachable: true,
+            errors: 0,
+            last_error: None,
+        }
+    }
 }
 
-/// Opens the configured store (today only `File`). Fails with a clear error, without modifying
-/// anything, on: another process holding it, a wrong key, a tampered or truncated file.
-///
-/// Blocking (file I/O and a check of every record): call it at start-up or from `spawn_blocking`.
-pub fn open(config: &StoreConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
+/// How a store is doing. A file store is always reachable (its failures are per operation).
+#[derive(Debug, Clone)]
+pub struct StoreHealth {
+    /// Shared by a fleet (Redis).
+    pub shared: bool,
+    /// The last operation or probe succeeded.
+    pub reachable: bool,
+    /// Failed operations since start, for `authrelay_store_errors_total`.
+    pub errors: u64,
+    /// What the last failure was; never a token, key or password.
+    pub last_error: Option<String>,
+}
+
+/// Opens the configured store. Fails with a clear error, without modifying anything, on:
+/// another process holding the file, a wrong key, a tampered or truncated file, a Redis whose
+/// records were sealed with another key. An unreachable Redis is not an error: the replica starts
+/// degraded and connects when Redis answers.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
     match config {
-        StoreConfig::File { path, key } => Ok(Arc::new(FileStore::open(path, key.as_ref())?)),
+        StoreConfig::File { path, key } => {
+            let (path, key) = (path.clone(), key.clone());
+            let path_for_error = path.clone();
+            // Opening authenticates every record: blocking work, off the async threads.
+            tokio::task::spawn_blocking(move || FileStore::open(&path, key.as_ref()))
+                .await
+                .map_err(|_| StoreError::TaskStopped {
+                    path: path_for_error,
+                })?
+                .map(|store| Arc::new(store) as Arc<dyn TokenStore>)
+        }
+        StoreConfig::Redis(redis) => Ok(Arc::new(RedisStore::open(redis).await?)),
     }
 }

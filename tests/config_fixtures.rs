@@ -292,7 +292,9 @@ fn shipped_proxy_yaml_reports_only_missing_env_refs() {
                     "internal"
                 ]
             );
-            let StoreConfig::File { key, .. } = &config.store;
+            let StoreConfig::File { key, .. } = &config.store else {
+                panic!("proxy.yaml uses the file store: {:?}", config.store);
+            };
             assert!(key.is_some(), "proxy.yaml sets store.key");
             return;
         }
@@ -309,7 +311,9 @@ fn shipped_proxy_yaml_reports_only_missing_env_refs() {
 #[test]
 fn store_defaults_next_to_the_config_file() {
     let config = load_valid("minimal.yaml");
-    let StoreConfig::File { path, key } = &config.store;
+    let StoreConfig::File { path, key } = &config.store else {
+        panic!("{:?}", config.store);
+    };
     assert_eq!(*path, fixtures().join("valid").join("./authrelay-data"));
     assert!(key.is_none());
 }
@@ -317,7 +321,9 @@ fn store_defaults_next_to_the_config_file() {
 #[test]
 fn crossbeam_preset_works_with_grant_refresh_token() {
     let config = load_valid("crossbeam_refresh_token_with_store.yaml");
-    let StoreConfig::File { path, key } = &config.store;
+    let StoreConfig::File { path, key } = &config.store else {
+        panic!("{:?}", config.store);
+    };
     assert_eq!(*path, fixtures().join("valid").join("../data/authrelay"));
     assert_eq!(key.as_ref().unwrap().expose(), STORE_KEY);
 
@@ -409,4 +415,27 @@ fn token_engine_fields_can_be_written_by_hand() {
     assert_eq!(cross_river.test_path.as_deref(), Some("/health"));
     assert_eq!(config.routes[0].max_replay_body, 0);
     assert_eq!(config.routes[1].max_replay_body, 2 << 20);
+}
+
+#[test]
+fn fleet_store_settings_are_read() {
+    let config = load_valid("fleet.yaml");
+    let StoreConfig::Redis(redis) = &config.store else {
+        panic!("{:?}", config.store);
+    };
+    assert_eq!(
+        redis.url.expose(),
+        "rediss://relay:not-a-real-password@redis.internal:6380/2"
+    );
+    assert_eq!(redis.prefix, "payments-fleet:");
+    assert_eq!(redis.timeout, Duration::from_millis(80));
+    assert_eq!(
+        redis.when_unreachable,
+        authrelay::config::WhenUnreachable::Request
+    );
+    assert!(redis.ca.as_ref().unwrap().ends_with("certs/ca.crt"));
+    // Debug output (logs, panics) never shows the URL's password or the key.
+    let debug = format!("{:?}", config.store);
+    assert!(!debug.contains("not-a-real-password"), "{debug}");
+    assert!(!debug.contains("BwcHBwcH"), "{debug}");
 }

@@ -86,8 +86,8 @@ fn config_with_key_file(dir: &Path) -> StoreConfig {
     }
 }
 
-fn open_err(config: &StoreConfig) -> StoreError {
-    match store::open(config) {
+async fn open_err(config: &StoreConfig) -> StoreError {
+    match store::open(config).await {
         Ok(_) => panic!("open should have failed"),
         Err(err) => err,
     }
@@ -110,7 +110,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 async fn store_with_one_record(config: &StoreConfig) {
-    let store = store::open(config).unwrap();
+    let store = store::open(config).await.unwrap();
     store
         .save(&key("cross-river", None), &full_record())
         .await
@@ -143,7 +143,7 @@ async fn records_survive_a_restart_with_every_value() {
     let config = config_with_key(dir.path(), [7; 32]);
     let account_key = key("cultureamp", Some("acme@example.com"));
     {
-        let store = store::open(&config).unwrap();
+        let store = store::open(&config).await.unwrap();
         store
             .save(&key("cross-river", None), &full_record())
             .await
@@ -154,7 +154,7 @@ async fn records_survive_a_restart_with_every_value() {
             .unwrap();
     }
 
-    let store = store::open(&config).unwrap();
+    let store = store::open(&config).await.unwrap();
     let loaded = store
         .load(&key("cross-river", None))
         .await
@@ -212,7 +212,9 @@ async fn wrong_key_is_refused_and_leaves_the_file_unchanged() {
     store_with_one_record(&config_with_key(dir.path(), [7; 32])).await;
     let before = snapshot(dir.path());
 
-    let message = open_err(&config_with_key(dir.path(), [8; 32])).to_string();
+    let message = open_err(&config_with_key(dir.path(), [8; 32]))
+        .await
+        .to_string();
 
     let db_path = dir.path().join("tokens.redb");
     assert!(
@@ -225,7 +227,9 @@ async fn wrong_key_is_refused_and_leaves_the_file_unchanged() {
     );
     assert_eq!(snapshot(dir.path()), before);
     // The right key still opens it.
-    store::open(&config_with_key(dir.path(), [7; 32])).unwrap();
+    store::open(&config_with_key(dir.path(), [7; 32]))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -236,7 +240,7 @@ async fn a_malformed_configured_key_is_refused_without_echoing_it() {
             path: dir.path().to_owned(),
             key: Some(Secret::new(bad_key)),
         };
-        let message = open_err(&config).to_string();
+        let message = open_err(&config).await.to_string();
         assert!(message.contains("exactly 32 bytes"), "{message}");
         assert!(!message.contains(bad_key), "{message}");
     }
@@ -256,7 +260,7 @@ async fn an_edited_value_is_refused_and_left_unchanged() {
     });
     let before = snapshot(dir.path());
 
-    let message = open_err(&config).to_string();
+    let message = open_err(&config).await.to_string();
 
     assert!(
         message.contains("wrong key, or the file was modified"),
@@ -280,7 +284,7 @@ async fn a_record_moved_under_another_name_fails_to_open() {
             .unwrap();
     });
 
-    let message = open_err(&config).to_string();
+    let message = open_err(&config).await.to_string();
 
     assert!(
         message.contains("wrong key, or the file was modified"),
@@ -305,7 +309,7 @@ async fn a_truncated_file_is_refused_with_its_name() {
         drop(file);
         let before = snapshot(dir.path());
 
-        let message = open_err(&config).to_string();
+        let message = open_err(&config).await.to_string();
 
         assert!(
             message.contains(&db_path.display().to_string()),
@@ -323,13 +327,13 @@ async fn a_truncated_file_is_refused_with_its_name() {
 async fn a_second_open_of_one_directory_is_refused_as_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_key_file(dir.path());
-    let first = store::open(&config).unwrap();
+    let first = store::open(&config).await.unwrap();
     first
         .save(&key("cross-river", None), &rejected())
         .await
         .unwrap();
 
-    let message = open_err(&config).to_string();
+    let message = open_err(&config).await.to_string();
 
     assert_eq!(
         message,
@@ -365,7 +369,7 @@ async fn a_generated_key_file_is_private_and_reused() {
     let key_text = std::fs::read_to_string(&key_path).unwrap();
     assert_eq!(STANDARD.decode(key_text.trim()).unwrap().len(), 32);
 
-    let store = store::open(&config).unwrap();
+    let store = store::open(&config).await.unwrap();
     assert!(
         store
             .load(&key("cross-river", None))
@@ -383,7 +387,7 @@ async fn a_missing_key_file_next_to_data_is_refused_not_regenerated() {
     store_with_one_record(&config).await;
     std::fs::remove_file(dir.path().join("store.key")).unwrap();
 
-    let message = open_err(&config).to_string();
+    let message = open_err(&config).await.to_string();
 
     assert!(message.contains("store.key is missing"), "{message}");
     assert!(!dir.path().join("store.key").exists());
@@ -392,7 +396,9 @@ async fn a_missing_key_file_next_to_data_is_refused_not_regenerated() {
 #[tokio::test]
 async fn clear_rejections_touches_only_that_provider() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn TokenStore> = store::open(&config_with_key_file(dir.path())).unwrap();
+    let store: Arc<dyn TokenStore> = store::open(&config_with_key_file(dir.path()))
+        .await
+        .unwrap();
     let cross_river = [key("cross-river", None), key("cross-river", Some("acme"))];
     for credential in &cross_river {
         store.save(credential, &full_record()).await.unwrap();
@@ -416,7 +422,7 @@ async fn a_store_left_by_a_crash_is_verified_before_repair() {
     let live = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
     let config = config_with_key(live.path(), [7; 32]);
-    let store = store::open(&config).unwrap();
+    let store = store::open(&config).await.unwrap();
     store
         .save(&key("cross-river", None), &full_record())
         .await
@@ -429,14 +435,18 @@ async fn a_store_left_by_a_crash_is_verified_before_repair() {
     .unwrap();
     let before = snapshot(crashed.path());
 
-    let message = open_err(&config_with_key(crashed.path(), [8; 32])).to_string();
+    let message = open_err(&config_with_key(crashed.path(), [8; 32]))
+        .await
+        .to_string();
     assert!(
         message.contains("written with a different key"),
         "{message}"
     );
     assert_eq!(snapshot(crashed.path()), before);
 
-    let recovered = store::open(&config_with_key(crashed.path(), [7; 32])).unwrap();
+    let recovered = store::open(&config_with_key(crashed.path(), [7; 32]))
+        .await
+        .unwrap();
     let record = recovered
         .load(&key("cross-river", None))
         .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{
     CallerCredential, ClientAuth, Config, GrantConfig, HeaderTemplate, ListenerConfig,
     ProviderConfig, RouteAccount, RouteConfig, StoreConfig, TemplatePart, TokenEndpoint,
+    WhenUnreachable,
 };
 use crate::secret::Secret;
 
@@ -110,6 +111,22 @@ impl Effective {
                     Some(key) => self.secret(1, "key", key),
                     None => self.field(1, "key", "none  # a key file generated in path"),
                 }
+            }
+            StoreConfig::Redis(redis) => {
+                self.field(1, "kind", "redis");
+                // The URL may carry a password.
+                self.secret(1, "url", &redis.url);
+                self.secret(1, "key", &redis.key);
+                self.field(1, "prefix", scalar(&redis.prefix));
+                if let Some(ca) = &redis.ca {
+                    self.field(1, "ca", scalar(&ca.display().to_string()));
+                }
+                self.field(1, "timeout", duration_text(redis.timeout));
+                let when = match redis.when_unreachable {
+                    WhenUnreachable::Protect => "protect",
+                    WhenUnreachable::Request => "request",
+                };
+                self.field(1, "when_unreachable", when);
             }
         }
     }

@@ -77,16 +77,20 @@ pub struct AdminFile {
     pub token: Option<String>,
 }
 
-/// `store`. `url` and `prefix` belong to `kind: redis`; they are known here so that a fleet
-/// config is told redis is not built yet rather than that its keys are unknown.
+/// `store`. `path` belongs to `kind: file`; `url`, `prefix`, `ca`, `timeout` and
+/// `when_unreachable` to `kind: redis`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
     pub kind: Option<String>,
     pub path: Option<String>,
     pub key: Option<SecretText>,
-    pub url: Option<String>,
+    /// May hold a password, so it is a secret reference like `key`.
+    pub url: Option<SecretText>,
     pub prefix: Option<String>,
+    pub ca: Option<String>,
+    pub timeout: Option<String>,
+    pub when_unreachable: Option<String>,
 }
 
 /// `providers.NAME`. Every field is optional here: a preset may fill it.

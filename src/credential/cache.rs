@@ -5,6 +5,8 @@
 //! A rejected secret blocks the cache until it is rebuilt (new config) — never retried — and
 //! transient failures back off with full jitter, honouring `Retry-After`.
 
+mod fleet;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +23,8 @@ use crate::config::{GrantConfig, ProviderConfig};
 use crate::metrics::{Metrics, ProviderMetrics, TokenOutcome};
 use crate::secret::{Secret, digest_name};
 use crate::store::{
-    AccountInfo, CredentialKey, CredentialRecord, Rejection, StoredToken, TokenStore,
+    AccountInfo, CredentialKey, CredentialRecord, Lease, RedisStore, Rejection, StoreError,
+    StoredToken, TokenStore,
 };
 
 /// Shortest and longest default renewal margins; the default is a tenth of the lifetime.
@@ -66,7 +69,27 @@ pub struct TokenCache {
     account: Mutex<Option<AccountInfo>>,
     /// Replaced by a new connection of its account, or removed: writes nothing more.
     retired: AtomicBool,
+    /// In a fleet: the last token a vendor refused here, so that a copy of it read back from
+    /// Redis is not used again, and whether Redis was told (see `fleet.rs`).
+    refused: Mutex<Option<RefusedToken>>,
     metrics: ProviderMetrics,
+}
+
+/// A token a vendor answered 401 to, by its id in the fleet store.
+struct RefusedToken {
+    id: String,
+    reported: bool,
+}
+
+/// Where a flight writes the outcome of its token request.
+#[derive(Clone, Copy)]
+enum WriteTo<'a> {
+    /// The store; a failed write is an error.
+    Store,
+    /// The fleet store, only while `Lease` is still the newest lease on the credential.
+    Leased(&'a RedisStore, &'a Lease),
+    /// The store if it answers; a replica on its own without Redis keeps going regardless.
+    BestEffort,
 }
 
 /// What a reload may change without touching the credential.
@@ -171,6 +194,7 @@ impl TokenCache {
             unconfirmed: AtomicU32::new(0),
             account: Mutex::new(None),
             retired: AtomicBool::new(false),
+            refused: Mutex::new(None),
             metrics,
         }
     }
@@ -228,8 +252,18 @@ impl TokenCache {
             return false;
         }
         let expected = Some(Arc::clone(used));
-        self.current
+        let previous = self
+            .current
             .compare_and_swap(&expected, None::<Arc<AccessToken>>);
+        let forgotten = previous
+            .as_ref()
+            .is_some_and(|token| Arc::ptr_eq(token, used));
+        if forgotten && let Some(fleet) = self.store.fleet() {
+            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(RefusedToken {
+                id: fleet.token_id(used.value()),
+                reported: false,
+            });
+        }
         true
     }
 
@@ -395,14 +429,22 @@ impl TokenCache {
     /// reused; a stored rejection stops here); then ask the token endpoint and make the outcome
     /// durable before anyone uses it.
     async fn obtain(&self) -> Result<AccessToken, GrantError> {
+        if let Some(fleet) = self.store.fleet() {
+            return self.obtain_in_fleet(fleet).await;
+        }
         if !self.restored.swap(true, Ordering::SeqCst)
             && let Some(token) = self.restore().await?
         {
             return Ok(token);
         }
-        let result = self.fetch().await;
+        self.fetch_and_persist(WriteTo::Store).await
+    }
+
+    /// One token request and the write of its outcome, which comes before any use of the token.
+    async fn fetch_and_persist(&self, to: WriteTo<'_>) -> Result<AccessToken, GrantError> {
+        let result = self.fetch(to).await;
         // A rejection stands even when it could not be written: memory still blocks retries.
-        if let Err(error) = self.persist(&result).await
+        if let Err(error) = self.persist(&result, to).await
             && result.is_ok()
         {
             return Err(error);
@@ -428,6 +470,15 @@ impl TokenCache {
                 None
             }
         };
+        self.adopt(record).await
+    }
+
+    /// Takes what a stored record says: the newest refresh token, attempts not yet answered, the
+    /// account's details, a rejection; returns its access token when it is still good to use.
+    async fn adopt(
+        &self,
+        record: Option<CredentialRecord>,
+    ) -> Result<Option<AccessToken>, GrantError> {
         let has_refresh_token = record.as_ref().is_some_and(|r| r.refresh_token.is_some());
         if !has_refresh_token && let Some(newest) = self.newest_refresh_token_of_lineage().await {
             // Other credential settings wrote the newest refresh token of this chain; the
@@ -464,7 +515,19 @@ impl TokenCache {
         let token = record
             .access_token
             .and_then(|stored| AccessToken::from_stored(&stored, &self.provider().scheme));
-        Ok(token.filter(|token| token.remaining(Instant::now()) > self.renewal_margin(token)))
+        Ok(token.filter(|token| {
+            token.remaining(Instant::now()) > self.renewal_margin(token) && !self.was_refused(token)
+        }))
+    }
+
+    /// Whether a vendor refused `token` here before (fleet only: elsewhere a refused token is
+    /// never read back).
+    fn was_refused(&self, token: &AccessToken) -> bool {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        match (refused.as_ref(), self.store.fleet()) {
+            (Some(refused), Some(fleet)) => fleet.token_id(token.value()) == refused.id,
+            _ => false,
+        }
     }
 
     /// The refresh token of the most recently issued record of the same provider, account and
@@ -494,7 +557,11 @@ impl TokenCache {
 
     /// Writes the outcome of a token request. A rotated refresh token that cannot be written is
     /// an error: using its access token would leave only a retired refresh token on disk.
-    async fn persist(&self, result: &Result<AccessToken, GrantError>) -> Result<(), GrantError> {
+    async fn persist(
+        &self,
+        result: &Result<AccessToken, GrantError>,
+        to: WriteTo<'_>,
+    ) -> Result<(), GrantError> {
         if self.retired.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -554,8 +621,12 @@ impl TokenCache {
             ),
             Err(_) => return Ok(()),
         };
-        match self.store.save(&self.key, &record).await {
+        match self.save(&record, to).await {
             Ok(()) => Ok(()),
+            Err(error) if matches!(to, WriteTo::BestEffort) => {
+                tracing::warn!(provider = %self.provider().name, %error, "cannot write the token store; keeping the outcome in memory");
+                Ok(())
+            }
             Err(error) => {
                 tracing::error!(provider = %self.provider().name, %error, "cannot write the token store");
                 if matches!(
@@ -571,10 +642,30 @@ impl TokenCache {
         }
     }
 
+    /// Writes `record` where `to` says.
+    async fn save(&self, record: &CredentialRecord, to: WriteTo<'_>) -> Result<(), StoreError> {
+        match to {
+            WriteTo::Store | WriteTo::BestEffort => self.store.save(&self.key, record).await,
+            WriteTo::Leased(fleet, lease) => {
+                if fleet.save_fenced(&self.key, record, lease).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::LeaseLost {
+                        record: format!(
+                            "{}/{}",
+                            self.key.provider,
+                            self.key.account.as_deref().unwrap_or("_")
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
     /// One token request, counted and timed.
-    async fn fetch(&self) -> Result<AccessToken, GrantError> {
+    async fn fetch(&self, to: WriteTo<'_>) -> Result<AccessToken, GrantError> {
         let started = Instant::now();
-        self.record_attempt().await?;
+        self.record_attempt(to).await?;
         let result = self.request().await;
         let outcome = match &result {
             Ok(_) => TokenOutcome::Ok,
@@ -744,7 +835,7 @@ impl TokenCache {
     /// For a lockout-sensitive provider, makes the attempt durable before it is sent, so that a
     /// crash between the request and its answer is remembered; refuses a request when earlier
     /// ones were never answered (see [`MAX_UNCONFIRMED`]).
-    async fn record_attempt(&self) -> Result<(), GrantError> {
+    async fn record_attempt(&self, to: WriteTo<'_>) -> Result<(), GrantError> {
         if !self.provider().lockout_sensitive {
             return Ok(());
         }
@@ -760,11 +851,17 @@ impl TokenCache {
             None,
             attempts + 1,
         );
-        if let Err(error) = self.store.save(&self.key, &record).await {
-            tracing::error!(provider = %self.provider().name, %error, "cannot record the token request in the store; not sending it");
-            return Err(GrantError::Transient {
-                reason: "the token store cannot record the attempt".into(),
-            });
+        match self.save(&record, to).await {
+            Ok(()) => {}
+            Err(error) if matches!(to, WriteTo::BestEffort) => {
+                tracing::warn!(provider = %self.provider().name, %error, "cannot record the token request in the store; counting it in memory");
+            }
+            Err(error) => {
+                tracing::error!(provider = %self.provider().name, %error, "cannot record the token request in the store; not sending it");
+                return Err(GrantError::Transient {
+                    reason: "the token store cannot record the attempt".into(),
+                });
+            }
         }
         self.unconfirmed.store(attempts + 1, Ordering::SeqCst);
         Ok(())

@@ -169,6 +169,11 @@ impl AccessToken {
         Some(token)
     }
 
+    /// The token itself.
+    pub fn value(&self) -> &Secret {
+        &self.value
+    }
+
     /// The `Authorization` header value.
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization

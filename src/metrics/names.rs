@@ -16,6 +16,8 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
 pub const PROVIDER_STATE: &str = "authrelay_provider_state";
 pub const CREDENTIALS_REJECTED: &str = "authrelay_credentials_rejected";
 pub const ACCOUNTS_REAUTHORIZATION_REQUIRED: &str = "authrelay_accounts_reauthorization_required";
+pub const STORE_ERRORS_TOTAL: &str = "authrelay_store_errors_total";
+pub const STORE_UP: &str = "authrelay_store_up";
 
 /// Label names.
 pub const PROVIDER: &str = "provider";

@@ -280,6 +280,10 @@ impl SandboxState {
         self.lock().tokens.revoke_all()
     }
 
+    pub(super) fn revoke_access_tokens(&self) {
+        self.lock().tokens.revoke_access_tokens();
+    }
+
     pub(super) fn stats(&self) -> SandboxStats {
         let inner = self.lock();
         let mut stats = inner.stats.clone();

@@ -230,6 +230,10 @@ impl TokenRegistry {
             .collect()
     }
 
+    pub(super) fn revoke_access_tokens(&mut self) {
+        self.issued.clear();
+    }
+
     pub(super) fn revoke_all(&mut self) -> usize {
         let now = Instant::now();
         let live = self

@@ -154,7 +154,8 @@ impl Admin {
 
     fn readyz(&self) -> Response<ProxyBody> {
         // The admin listener only serves once the config is loaded and every listener is
-        // bound, so reaching this handler is readiness.
+        // bound, so reaching this handler is readiness. A replica without Redis is still ready
+        // (it serves the tokens it holds), but says it is degraded.
         let state = self.state.load();
         let providers: Vec<serde_json::Value> = state
             .credentials
@@ -172,7 +173,21 @@ impl Admin {
                 })
             })
             .collect();
-        let body = serde_json::json!({ "status": "ready", "providers": providers });
+        let health = self.store.health();
+        let status = if health.reachable {
+            "ready"
+        } else {
+            "degraded"
+        };
+        let mut body = serde_json::json!({ "status": status, "providers": providers });
+        if health.shared {
+            body["store"] = serde_json::json!({
+                "kind": "redis",
+                "reachable": health.reachable,
+                "errors": health.errors,
+                "last_error": if health.reachable { None } else { health.last_error },
+            });
+        }
         json(StatusCode::OK, body.to_string())
     }
 

@@ -14,6 +14,9 @@ use crate::upstream::ProxyBody;
 impl Admin {
     pub(super) fn metrics(&self) -> Response<ProxyBody> {
         let snapshot = self.state.load().credentials.snapshot();
+        let health = self.store.health();
+        self.metrics
+            .record_store_health(health.reachable, health.errors);
         match self
             .metrics
             .render(snapshot.iter().map(ProviderStatus::gauges))

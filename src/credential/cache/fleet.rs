@@ -1,0 +1,132 @@
+//! A flight when replicas share the store (Redis): one token request per credential across the
+//! fleet. Each flight reads the shared record first, since another replica may have renewed the
+//! token or rotated the refresh token. Without a usable token it takes the credential's lease;
+//! the replicas that lose the race wait for the holder's write (a notification, or a poll) and
+//! read its outcome. The holder reads again under the lease, requests, and writes with its
+//! fencing value, so a holder whose lease ran out cannot overwrite a newer outcome.
+//!
+//! Without Redis a replica serves the tokens it holds; only providers that cannot take a second
+//! requester (a lock-out after bad secrets, or rotating refresh tokens) wait for Redis instead of
+//! requesting alone, unless `store.when_unreachable: request`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{TokenCache, WriteTo};
+use crate::config::{GrantConfig, WhenUnreachable};
+use crate::credential::grant::GrantError;
+use crate::credential::token::AccessToken;
+use crate::store::{Lease, RedisStore, StoreError, notification_name};
+
+/// How long a lease lasts: longer than a token request may take (10 s) plus its store writes,
+/// so that a second replica never sends a request while the first one's may still be answered.
+const LEASE_TTL: Duration = Duration::from_secs(20);
+/// How long a replica waits for other replicas' token requests before giving up on this one.
+const WAIT_BUDGET: Duration = Duration::from_secs(25);
+/// A waiting replica reads the record at least this often, in case a notification is lost.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+impl TokenCache {
+    pub(super) async fn obtain_in_fleet(
+        &self,
+        fleet: &RedisStore,
+    ) -> Result<AccessToken, GrantError> {
+        let name = notification_name(&self.key);
+        // Subscribed before the first read, so a write between that read and the wait is heard.
+        let mut updates = fleet.updates();
+        self.report_refused(fleet).await;
+        let deadline = Instant::now() + WAIT_BUDGET;
+        loop {
+            let record = match self.store.load(&self.key).await {
+                Ok(record) => record,
+                Err(error) => return self.obtain_alone(error).await,
+            };
+            self.restored
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(token) = self.adopt(record).await? {
+                return Ok(token);
+            }
+            match fleet.acquire(&self.key, LEASE_TTL).await {
+                Ok(Some(lease)) => {
+                    let result = self.obtain_leased(fleet, &lease).await;
+                    fleet.release(&self.key, &lease).await;
+                    return result;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    updates.wait_for(&name, POLL_EVERY).await;
+                }
+                Ok(None) => {
+                    return Err(GrantError::Transient {
+                        reason: "another replica's token request did not finish in time".into(),
+                    });
+                }
+                Err(error) => return self.obtain_alone(error).await,
+            }
+        }
+    }
+
+    /// Under the lease: read once more (a replica may have written between the first read and
+    /// the lease), then request and write the outcome with the lease's fencing value.
+    async fn obtain_leased(
+        &self,
+        fleet: &RedisStore,
+        lease: &Lease,
+    ) -> Result<AccessToken, GrantError> {
+        let record = match self.store.load(&self.key).await {
+            Ok(record) => record,
+            Err(error) => return self.obtain_alone(error).await,
+        };
+        if let Some(token) = self.adopt(record).await? {
+            return Ok(token);
+        }
+        self.fetch_and_persist(WriteTo::Leased(fleet, lease)).await
+    }
+
+    /// Redis did not answer: request alone, unless the provider must not have two requesters.
+    async fn obtain_alone(&self, error: StoreError) -> Result<AccessToken, GrantError> {
+        let provider = self.provider();
+        let protected = provider.lockout_sensitive
+            || matches!(
+                provider.grant,
+                GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
+            );
+        let fleet_policy = self
+            .store
+            .fleet()
+            .map_or(WhenUnreachable::Protect, RedisStore::when_unreachable);
+        // An account never read has no refresh token to use, whatever the policy.
+        let unread_account = self.key.account.is_some() && self.account_info().is_none();
+        if unread_account || (protected && fleet_policy == WhenUnreachable::Protect) {
+            tracing::warn!(provider = %provider.name, %error, "the fleet store is unreachable; this provider makes no token request without it");
+            return Err(GrantError::Transient {
+                reason: "the fleet store (Redis) is unreachable".into(),
+            });
+        }
+        tracing::warn!(provider = %provider.name, %error, "the fleet store is unreachable; requesting a token alone");
+        self.fetch_and_persist(WriteTo::BestEffort).await
+    }
+
+    /// Tells Redis which token a vendor refused here, once: it is marked refused only if it is
+    /// still the stored one, so a 401 storm across replicas leaves one token to replace.
+    async fn report_refused(&self, fleet: &RedisStore) {
+        let pending = {
+            let mut refused = self
+                .refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match refused.as_mut() {
+                Some(refused) if !refused.reported => {
+                    refused.reported = true;
+                    Some(refused.id.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(id) = pending
+            && let Err(error) = fleet.invalidate(&self.key, &id).await
+        {
+            tracing::debug!(%error, "refused token not marked in Redis; this replica still skips it");
+        }
+    }
+}
