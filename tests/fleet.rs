@@ -22,11 +22,11 @@ const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const OTHER_KEY: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
 const CROSS_RIVER: &str = "cr-demo-client";
 
-/// `yaml` with the fleet store on `redis`. Tests give Redis 250 ms (the default is 50 ms) so
+/// `yaml` with the fleet store on `redis`. Tests give Redis 500 ms (the default is 50 ms) so
 /// that a loaded CI machine does not turn a slow answer into an outage.
 fn fleet_yaml(yaml: &str, redis: &RedisServer, key: &str, extra: &str) -> String {
     format!(
-        "{yaml}\nstore: {{ kind: redis, url: \"{}\", key: \"{key}\", timeout: 250ms{extra} }}\n",
+        "{yaml}\nstore: {{ kind: redis, url: \"{}\", key: \"{key}\", timeout: 500ms{extra} }}\n",
         redis.url()
     )
 }

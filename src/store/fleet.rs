@@ -37,6 +37,9 @@ use crate::secret::Secret;
 
 use scripts::Scripts;
 
+/// Tries of one operation: a second after a timeout or a broken connection.
+const ATTEMPTS: usize = 2;
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// How many record names a waiting replica may fall behind on before it just re-reads.
 const UPDATES_BACKLOG: usize = 256;
 /// Sent on the local updates channel when notifications may have been missed (a reconnect):
@@ -158,6 +161,7 @@ impl RedisStore {
     ) -> Result<Option<Lease>, StoreError> {
         let shared = &self.shared;
         let name = record_name(key);
+        let name = name.as_str();
         let owner = format!("{} {}", shared.owner, random_hex(4));
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let owner_arg = &owner;
@@ -196,6 +200,7 @@ impl RedisStore {
     pub async fn release(&self, key: &CredentialKey, lease: &Lease) {
         let shared = &self.shared;
         let name = record_name(key);
+        let name = name.as_str();
         let released: Result<i64, _> = shared
             .run("release", |mut connection| async move {
                 shared
@@ -221,6 +226,7 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let shared = &self.shared;
         let name = record_name(key);
+        let name = name.as_str();
         let marked: i64 = shared
             .run("invalidate", |mut connection| async move {
                 shared
@@ -304,8 +310,9 @@ impl TokenStore for RedisStore {
 
     fn delete<'a>(&'a self, key: &'a CredentialKey) -> BoxFuture<'a, Result<bool, StoreError>> {
         let shared = &self.shared;
-        let name = record_name(key);
         Box::pin(async move {
+            let name = record_name(key);
+            let name = name.as_str();
             let deleted: i64 = shared
                 .run("delete", |mut connection| async move {
                     shared
@@ -370,11 +377,12 @@ impl Shared {
         format!("{}meta/key-check", self.prefix)
     }
 
-    /// Runs one Redis operation within the timeout, and keeps the health state and error
-    /// count up to date. The client's own timeouts bound each attempt; this bounds the whole.
+    /// Runs one Redis operation within the timeout, once more after a failure (every script is
+    /// safe to repeat), and keeps the health state and error count up to date. The client's own
+    /// timeouts bound each attempt's connect and answer; this bounds the attempt as a whole.
     async fn run<T, F, Fut>(&self, op: &'static str, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         if self.wrong_key.load(Ordering::SeqCst) {
@@ -383,15 +391,35 @@ impl Shared {
                 prefix: self.prefix.clone(),
             });
         }
-        let outcome = tokio::time::timeout(self.timeout * 2, work(self.manager.clone())).await;
-        let error = match outcome {
-            Ok(Ok(value)) => {
-                self.note_reachable();
-                return Ok(value);
+        let mut error = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
-            Ok(Err(error)) => describe(&error),
-            Err(_) => format!("no answer within {:?}", self.timeout * 2),
-        };
+            let outcome = tokio::time::timeout(self.timeout * 2, work(self.manager.clone())).await;
+            error = match outcome {
+                Ok(Ok(value)) => {
+                    self.note_reachable();
+                    return Ok(value);
+                }
+                // The server answered: asking again would get the same answer.
+                Ok(Err(error))
+                    if error.kind() != redis::ErrorKind::Io
+                        && !error.is_timeout()
+                        && !error.is_connection_dropped()
+                        && !error.is_connection_refusal() =>
+                {
+                    let error = describe(&error);
+                    self.note_error(op, &error);
+                    return Err(StoreError::Redis {
+                        url: self.shown.clone(),
+                        detail: format!("{op}: {error}"),
+                    });
+                }
+                Ok(Err(error)) => describe(&error),
+                Err(_) => format!("no answer within {:?}", self.timeout * 2),
+            };
+        }
         self.note_error(op, &error);
         Err(StoreError::Redis {
             url: self.shown.clone(),
@@ -423,6 +451,7 @@ impl Shared {
             detail: "cannot seal the key-check record".into(),
         })?;
         let key = self.key_check_key();
+        let (key, sealed) = (key.as_str(), sealed.as_slice());
         let stored: Vec<u8> = self
             .run("key check", |mut connection| async move {
                 let _: Option<String> = redis::cmd("SET")
@@ -452,6 +481,7 @@ impl Shared {
         name: String,
     ) -> Result<Option<(CredentialKey, CredentialRecord)>, StoreError> {
         let key = self.record_key(&name);
+        let key = key.as_str();
         let fields: (Option<Vec<u8>>, Option<String>, Option<String>) = self
             .run("load", |mut connection| async move {
                 redis::cmd("HMGET")
@@ -509,6 +539,7 @@ impl Shared {
         fence: Option<u64>,
     ) -> Result<bool, StoreError> {
         let name = record_name(key);
+        let name = name.as_str();
         let sealed =
             seal_record(&self.sealing_key, key, record).map_err(|_| StoreError::Redis {
                 url: self.shown.clone(),
@@ -520,6 +551,7 @@ impl Shared {
             .map(|token| self.token_id(&token.value))
             .unwrap_or_default();
         let fence = fence.map(|fence| fence.to_string()).unwrap_or_default();
+        let (fence, sealed, token_id, name) = (&fence, &sealed, &token_id, &name);
         let written: i64 = self
             .run("save", |mut connection| async move {
                 self.scripts
@@ -542,6 +574,7 @@ impl Shared {
     /// Every record named in the index that opens with this key.
     async fn list(&self) -> Result<Vec<(CredentialKey, CredentialRecord)>, StoreError> {
         let index = self.index_key();
+        let index = index.as_str();
         let names: Vec<String> = self
             .run("list", |mut connection| async move {
                 connection.smembers(&index).await

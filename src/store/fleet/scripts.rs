@@ -4,9 +4,11 @@
 use redis::Script;
 
 pub(super) struct Scripts {
-    /// KEYS: lease, record, fence counter. ARGV: owner, ttl in ms. The fencing value, or nil
-    /// when another replica holds the lease. Taking the lease and the value is one step, so a
-    /// replica that lost the race never advances the counter under the holder's feet.
+    /// KEYS: lease, record, fence counter. ARGV: owner (unique per attempt to take the lease),
+    /// ttl in ms. The fencing value, or nil when another replica holds the lease. Taking the
+    /// lease and the value is one step, so a replica that lost the race never advances the
+    /// counter under the holder's feet; repeating it with the same owner (a lost answer)
+    /// returns the same value.
     pub acquire: Script,
     /// KEYS: record, index, fence counter. ARGV: fence ('' for an unleased write), sealed
     /// record, token id ('' for none), record name, channel. 1 when written, 0 when a newer
@@ -22,9 +24,15 @@ pub(super) struct Scripts {
 }
 
 const ACQUIRE: &str = r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local held = redis.call('GET', KEYS[1])
+if held then
+  local owner, fence = string.match(held, '^(.*) (%d+)$')
+  if owner == ARGV[1] then
+    return tonumber(fence)
+  end
   return false
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local fence = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence, 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], 'fence', fence)
