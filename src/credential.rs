@@ -383,12 +383,15 @@ impl Credentials {
     /// Clears a rejection or backoff of `provider`, in memory and in `store` (operator reset).
     /// Returns how many stored records were cleared.
     pub async fn reset(&self, provider: &str, store: &dyn TokenStore) -> Result<usize, StoreError> {
+        // The store first: in a fleet every flight reads it, and would block again on the
+        // rejection still written there.
+        let cleared = store.clear_rejections(provider).await;
         match self.sources.get(provider) {
             Some(Source::Endpoint(cache)) => cache.unblock(),
             Some(Source::Accounts(set)) => set.loaded().iter().for_each(|cache| cache.unblock()),
             _ => {}
         }
-        store.clear_rejections(provider).await
+        cleared
     }
 }
 

@@ -149,6 +149,11 @@ pub enum StoreError {
         "redis {url} (prefix {prefix}) holds records sealed with a different key; every replica needs the same store.key"
     )]
     RedisDifferentKey { url: String, prefix: String },
+    /// A record in Redis did not authenticate: modified, or sealed under another name or key.
+    #[error(
+        "record {record} in redis does not authenticate with this key (modified, or written under another name or key)"
+    )]
+    Unreadable { record: String },
     /// A fenced write was refused: another replica took the lease after this one's expired.
     #[error("another replica took over {record} after this replica's lease expired")]
     LeaseLost { record: String },

@@ -101,13 +101,21 @@ impl AccountSet {
 
     /// The cache of `account`; `None` when no such account is connected.
     pub async fn cache(&self, account: &str) -> Result<Option<Arc<TokenCache>>, StoreError> {
-        if let Some(cache) = self.read().get(account) {
+        if let Some(cache) = self.read().get(account)
+            && !cache.is_retired()
+        {
             return Ok(Some(Arc::clone(cache)));
         }
         let _membership = self.membership.lock().await;
-        if let Some(cache) = self.read().get(account) {
+        if let Some(cache) = self.read().get(account)
+            && !cache.is_retired()
+        {
             return Ok(Some(Arc::clone(cache)));
         }
+        // A cache retired by a fleet flight (the account was removed, or connected again,
+        // through another replica) gives way to what the store holds now.
+        self.write()
+            .retain(|name, cache| name != account || !cache.is_retired());
         let key = self.key(account);
         let connected = self
             .store

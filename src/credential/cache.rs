@@ -42,6 +42,9 @@ pub const REPLAY_COOL_DOWN: Duration = Duration::from_secs(30);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Even full jitter waits this long, so a failing endpoint sees at most a few requests a second.
 const BACKOFF_FLOOR: Duration = Duration::from_millis(250);
+/// In a fleet, how often a blocked cache reads the store to see a reset, or an account
+/// connected again, done through another replica.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
 
 type Flight = Shared<BoxFuture<'static, Result<Arc<AccessToken>, GrantError>>>;
 
@@ -72,6 +75,13 @@ pub struct TokenCache {
     /// In a fleet: the last token a vendor refused here, so that a copy of it read back from
     /// Redis is not used again, and whether Redis was told (see `fleet.rs`).
     refused: Mutex<Option<RefusedToken>>,
+    /// In a fleet: a rotated refresh token that could not be written. Until it is, the older
+    /// one in Redis is not taken over it (it was retired by the vendor).
+    unsaved_refresh_token: AtomicBool,
+    /// The last failure was the fleet store's, not the vendor's: it does not grow the backoff.
+    store_failed: AtomicBool,
+    /// The current rejection is in the store (so a reset there is seen by re-reading it).
+    rejection_stored: AtomicBool,
     metrics: ProviderMetrics,
 }
 
@@ -105,6 +115,8 @@ struct FlightState {
     running: Option<Flight>,
     blocked: Option<Blocked>,
     consecutive_failures: u32,
+    /// In a fleet, when a blocked cache last read the store for a reset or a new connection.
+    rechecked_at: Option<Instant>,
 }
 
 enum Blocked {
@@ -195,6 +207,9 @@ impl TokenCache {
             account: Mutex::new(None),
             retired: AtomicBool::new(false),
             refused: Mutex::new(None),
+            unsaved_refresh_token: AtomicBool::new(false),
+            store_failed: AtomicBool::new(false),
+            rejection_stored: AtomicBool::new(false),
             metrics,
         }
     }
@@ -377,7 +392,12 @@ impl TokenCache {
         if let Some(flight) = &state.running {
             return Ok(Joined::Wait(flight.clone(), false));
         }
+        let recheck = match &state.blocked {
+            Some(Blocked::Rejected(error)) => self.may_recheck(error, state.rechecked_at, now),
+            _ => false,
+        };
         match &state.blocked {
+            Some(Blocked::Rejected(_)) if recheck => state.rechecked_at = Some(now),
             Some(Blocked::Rejected(error)) => return Err(CacheError::Rejected(error.clone())),
             Some(Blocked::BackingOff { until, error }) if *until > now => {
                 return Err(CacheError::Unavailable {
@@ -425,10 +445,30 @@ impl TokenCache {
         Ok(Joined::Wait(flight, true))
     }
 
+    /// In a fleet, a blocked cache whose block came from the store reads it again now and then:
+    /// an operator reset, or the account connected again, may have happened on another replica.
+    /// A rejection kept in memory only is never retried this way (that would be a new strike).
+    fn may_recheck(&self, error: &GrantError, last: Option<Instant>, now: Instant) -> bool {
+        let from_store = if error.needs_reauthorization() {
+            self.key.account.is_some()
+        } else {
+            self.rejection_stored.load(Ordering::SeqCst)
+        };
+        self.store.fleet().is_some()
+            && from_store
+            && last.is_none_or(|at| now.saturating_duration_since(at) >= RECHECK_EVERY)
+    }
+
     /// What a flight does: on the first one, look in the store (a token from before a restart is
     /// reused; a stored rejection stops here); then ask the token endpoint and make the outcome
     /// durable before anyone uses it.
     async fn obtain(&self) -> Result<AccessToken, GrantError> {
+        if self.retired.load(Ordering::SeqCst) {
+            // Its account was connected again or removed: its refresh token is not the one to use.
+            return Err(GrantError::Transient {
+                reason: "the account was connected again or removed".into(),
+            });
+        }
         if let Some(fleet) = self.store.fleet() {
             return self.obtain_in_fleet(fleet).await;
         }
@@ -488,7 +528,9 @@ impl TokenCache {
         let Some(record) = record else {
             return Ok(None);
         };
-        if let Some(refresh_token) = record.refresh_token {
+        if let Some(refresh_token) = record.refresh_token
+            && !self.unsaved_refresh_token.load(Ordering::SeqCst)
+        {
             *self
                 .refresh_token
                 .lock()
@@ -507,6 +549,7 @@ impl TokenCache {
             });
         }
         if let Some(rejection) = record.rejected {
+            self.rejection_stored.store(true, Ordering::SeqCst);
             return Err(GrantError::Rejected {
                 status: rejection.status,
                 oauth_error: rejection.oauth_error,
@@ -621,7 +664,18 @@ impl TokenCache {
             ),
             Err(_) => return Ok(()),
         };
-        match self.save(&record, to).await {
+        let saved = self.save(&record, to).await;
+        let rotating = matches!(
+            self.provider().grant,
+            GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
+        );
+        if rotating {
+            self.unsaved_refresh_token
+                .store(saved.is_err(), Ordering::SeqCst);
+        }
+        self.rejection_stored
+            .store(saved.is_ok() && record.rejected.is_some(), Ordering::SeqCst);
+        match saved {
             Ok(()) => Ok(()),
             Err(error) if matches!(to, WriteTo::BestEffort) => {
                 tracing::warn!(provider = %self.provider().name, %error, "cannot write the token store; keeping the outcome in memory");
@@ -629,10 +683,7 @@ impl TokenCache {
             }
             Err(error) => {
                 tracing::error!(provider = %self.provider().name, %error, "cannot write the token store");
-                if matches!(
-                    self.provider().grant,
-                    GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
-                ) {
+                if rotating {
                     return Err(GrantError::Transient {
                         reason: "the rotated refresh token could not be stored".into(),
                     });
@@ -666,6 +717,9 @@ impl TokenCache {
     async fn fetch(&self, to: WriteTo<'_>) -> Result<AccessToken, GrantError> {
         let started = Instant::now();
         self.record_attempt(to).await?;
+        if let WriteTo::Leased(fleet, lease) = to {
+            self.confirm_lease(fleet, lease).await?;
+        }
         let result = self.request().await;
         let outcome = match &result {
             Ok(_) => TokenOutcome::Ok,
@@ -934,6 +988,10 @@ impl TokenCache {
         self.retired.store(true, Ordering::SeqCst);
     }
 
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
     /// The connected account's details, as last read or written.
     pub fn account_info(&self) -> Option<AccountInfo> {
         self.account
@@ -961,8 +1019,13 @@ impl TokenCache {
                 state.blocked = Some(Blocked::Rejected(error.clone()));
             }
             Err(error) => {
-                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                let delay = backoff(state.consecutive_failures, error);
+                // The fleet store failed, not the vendor: retry soon, whatever came before.
+                let delay = if self.store_failed.swap(false, Ordering::SeqCst) {
+                    backoff(1, error)
+                } else {
+                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                    backoff(state.consecutive_failures, error)
+                };
                 tracing::warn!(provider = %self.provider().name, %error, retry_in = ?delay, "token request failed");
                 state.blocked = Some(Blocked::BackingOff {
                     until: Instant::now()

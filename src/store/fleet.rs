@@ -72,6 +72,8 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     /// The key-check record was sealed with another key: nothing is read or written.
     wrong_key: AtomicBool,
+    /// The key-check record opened with this key.
+    key_verified: AtomicBool,
 }
 
 /// The right to make the next token request for one credential, until it expires.
@@ -130,6 +132,7 @@ impl RedisStore {
             errors: AtomicU64::new(0),
             last_error: Mutex::new(Some("not connected yet".into())),
             wrong_key: AtomicBool::new(false),
+            key_verified: AtomicBool::new(false),
         });
         match shared.check_key().await {
             Err(error @ StoreError::RedisDifferentKey { .. }) => return Err(error),
@@ -170,8 +173,7 @@ impl RedisStore {
                 shared
                     .scripts
                     .acquire
-                    .key(shared.lease_key(&name))
-                    .key(shared.record_key(&name))
+                    .key(shared.lease_key(name))
                     .key(shared.fence_key())
                     .arg(owner_arg)
                     .arg(ttl_ms)
@@ -185,15 +187,42 @@ impl RedisStore {
         }))
     }
 
-    /// Writes `record` only if no other replica took the lease on `key` since `lease` (its lease
-    /// may have expired); false when it was refused.
+    /// Writes `record` only while `lease` is still this replica's and nothing was written
+    /// without a lease (a new connection, a reset) since it was taken; false when refused.
     pub async fn save_fenced(
         &self,
         key: &CredentialKey,
         record: &CredentialRecord,
         lease: &Lease,
     ) -> Result<bool, StoreError> {
-        self.shared.write(key, record, Some(lease.fence)).await
+        self.shared.write(key, record, Some(lease)).await
+    }
+
+    /// Makes `lease` last `ttl` from now, if it is still this replica's: called right before a
+    /// token request, so that no other replica can take over while it may be answered.
+    pub async fn extend(
+        &self,
+        key: &CredentialKey,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let shared = &self.shared;
+        let name = record_name(key);
+        let name = name.as_str();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let extended: i64 = shared
+            .run("extend", |mut connection| async move {
+                shared
+                    .scripts
+                    .extend
+                    .key(shared.lease_key(name))
+                    .arg(&lease.value)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(extended == 1)
     }
 
     /// Ends `lease` early if it is still this one's.
@@ -206,7 +235,7 @@ impl RedisStore {
                 shared
                     .scripts
                     .release
-                    .key(shared.lease_key(&name))
+                    .key(shared.lease_key(name))
                     .arg(&lease.value)
                     .invoke_async(&mut connection)
                     .await
@@ -232,7 +261,7 @@ impl RedisStore {
                 shared
                     .scripts
                     .invalidate
-                    .key(shared.record_key(&name))
+                    .key(shared.record_key(name))
                     .arg(token_id)
                     .invoke_async(&mut connection)
                     .await
@@ -318,9 +347,9 @@ impl TokenStore for RedisStore {
                     shared
                         .scripts
                         .delete
-                        .key(shared.record_key(&name))
+                        .key(shared.record_key(name))
                         .key(shared.index_key())
-                        .arg(&name)
+                        .arg(name)
                         .arg(shared.channel())
                         .invoke_async(&mut connection)
                         .await
@@ -391,6 +420,20 @@ impl Shared {
                 prefix: self.prefix.clone(),
             });
         }
+        // A replica started while Redis was down reads and writes nothing before its key is
+        // known to be the fleet's: its reads would all be misses, its writes unreadable.
+        if !self.key_verified.load(Ordering::SeqCst) {
+            self.check_key().await?;
+        }
+        self.run_verified(op, work).await
+    }
+
+    /// [`Shared::run`] once the key is known to be right (or to check it).
+    async fn run_verified<T, F, Fut>(&self, op: &'static str, work: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
         let mut error = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -453,14 +496,14 @@ impl Shared {
         let key = self.key_check_key();
         let (key, sealed) = (key.as_str(), sealed.as_slice());
         let stored: Vec<u8> = self
-            .run("key check", |mut connection| async move {
+            .run_verified("key check", |mut connection| async move {
                 let _: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&sealed)
+                    .arg(key)
+                    .arg(sealed)
                     .arg("NX")
                     .query_async(&mut connection)
                     .await?;
-                connection.get(&key).await
+                connection.get(key).await
             })
             .await?;
         if open_key_check(&self.sealing_key, &stored).is_err() {
@@ -471,11 +514,13 @@ impl Shared {
                 prefix: self.prefix.clone(),
             });
         }
+        self.key_verified.store(true, Ordering::SeqCst);
         Ok(())
     }
 
-    /// The record named `name`; one that does not open with this key (tampered, written under
-    /// another name or key) is a miss. A token marked refused is left out.
+    /// The record named `name`. One that does not open with this key (tampered, written under
+    /// another name or key) is [`StoreError::Unreadable`], never used. A token marked refused,
+    /// or whose id does not match, is left out.
     async fn load(
         &self,
         name: String,
@@ -485,7 +530,7 @@ impl Shared {
         let fields: (Option<Vec<u8>>, Option<String>, Option<String>) = self
             .run("load", |mut connection| async move {
                 redis::cmd("HMGET")
-                    .arg(&key)
+                    .arg(key)
                     .arg("sealed")
                     .arg("token_id")
                     .arg("stale")
@@ -493,7 +538,7 @@ impl Shared {
                     .await
             })
             .await?;
-        Ok(self.open(&name, fields))
+        self.open(&name, fields)
     }
 
     /// The record's key (authenticated with it) and the record.
@@ -501,16 +546,20 @@ impl Shared {
         &self,
         name: &str,
         (sealed, token_id, stale): (Option<Vec<u8>>, Option<String>, Option<String>),
-    ) -> Option<(CredentialKey, CredentialRecord)> {
-        let sealed = sealed?;
+    ) -> Result<Option<(CredentialKey, CredentialRecord)>, StoreError> {
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
         let (key, mut record) = match open_record(&self.sealing_key, name, &sealed) {
             Ok(opened) => opened,
             Err(_) => {
                 tracing::warn!(
                     record = name,
-                    "a record in Redis does not authenticate with this key (modified, or written under another name or key); treated as missing"
+                    "a record in Redis does not authenticate with this key (modified, or written under another name or key); never used"
                 );
-                return None;
+                return Err(StoreError::Unreadable {
+                    record: name.to_owned(),
+                });
             }
         };
         if let Some(token) = &record.access_token {
@@ -521,7 +570,7 @@ impl Shared {
                 record.access_token = None;
             }
         }
-        Some((key, record))
+        Ok(Some((key, record)))
     }
 
     fn token_id(&self, token: &Secret) -> String {
@@ -536,7 +585,7 @@ impl Shared {
         &self,
         key: &CredentialKey,
         record: &CredentialRecord,
-        fence: Option<u64>,
+        lease: Option<&Lease>,
     ) -> Result<bool, StoreError> {
         let name = record_name(key);
         let name = name.as_str();
@@ -550,19 +599,23 @@ impl Shared {
             .as_ref()
             .map(|token| self.token_id(&token.value))
             .unwrap_or_default();
-        let fence = fence.map(|fence| fence.to_string()).unwrap_or_default();
-        let (fence, sealed, token_id, name) = (&fence, &sealed, &token_id, &name);
+        let (lease_value, fence) = lease
+            .map(|lease| (lease.value.as_str(), lease.fence))
+            .unwrap_or_default();
+        let (sealed, token_id, name) = (&sealed, &token_id, &name);
         let written: i64 = self
             .run("save", |mut connection| async move {
                 self.scripts
                     .save
-                    .key(self.record_key(&name))
+                    .key(self.record_key(name))
                     .key(self.index_key())
                     .key(self.fence_key())
-                    .arg(&fence)
-                    .arg(&sealed)
-                    .arg(&token_id)
-                    .arg(&name)
+                    .key(self.lease_key(name))
+                    .arg(lease_value)
+                    .arg(fence)
+                    .arg(sealed)
+                    .arg(token_id)
+                    .arg(name)
                     .arg(self.channel())
                     .invoke_async(&mut connection)
                     .await
@@ -577,13 +630,15 @@ impl Shared {
         let index = index.as_str();
         let names: Vec<String> = self
             .run("list", |mut connection| async move {
-                connection.smembers(&index).await
+                connection.smembers(index).await
             })
             .await?;
         let mut records = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(loaded) = self.load(name).await? {
-                records.push(loaded);
+            match self.load(name).await {
+                Ok(Some(loaded)) => records.push(loaded),
+                Ok(None) | Err(StoreError::Unreadable { .. }) => {}
+                Err(error) => return Err(error),
             }
         }
         Ok(records)

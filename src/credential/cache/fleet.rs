@@ -9,6 +9,7 @@
 //! requester (a lock-out after bad secrets, or rotating refresh tokens) wait for Redis instead of
 //! requesting alone, unless `store.when_unreachable: request`.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,7 +18,7 @@ use super::{TokenCache, WriteTo};
 use crate::config::{GrantConfig, WhenUnreachable};
 use crate::credential::grant::GrantError;
 use crate::credential::token::AccessToken;
-use crate::store::{Lease, RedisStore, StoreError, notification_name};
+use crate::store::{CredentialRecord, Lease, RedisStore, StoreError, notification_name};
 
 /// How long a lease lasts: longer than a token request may take (10 s) plus its store writes,
 /// so that a second replica never sends a request while the first one's may still be answered.
@@ -26,6 +27,14 @@ const LEASE_TTL: Duration = Duration::from_secs(20);
 const WAIT_BUDGET: Duration = Duration::from_secs(25);
 /// A waiting replica reads the record at least this often, in case a notification is lost.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// Why a flight cannot go on with the shared record.
+enum Unshared {
+    /// Redis did not answer: the replica may request alone (see `obtain_alone`).
+    Unreachable(StoreError),
+    /// The flight ends with this error.
+    Unusable(GrantError),
+}
 
 impl TokenCache {
     pub(super) async fn obtain_in_fleet(
@@ -38,9 +47,10 @@ impl TokenCache {
         self.report_refused(fleet).await;
         let deadline = Instant::now() + WAIT_BUDGET;
         loop {
-            let record = match self.store.load(&self.key).await {
+            let record = match self.load_shared().await {
                 Ok(record) => record,
-                Err(error) => return self.obtain_alone(error).await,
+                Err(Unshared::Unreachable(error)) => return self.obtain_alone(error).await,
+                Err(Unshared::Unusable(error)) => return Err(error),
             };
             self.restored
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -73,9 +83,10 @@ impl TokenCache {
         fleet: &RedisStore,
         lease: &Lease,
     ) -> Result<AccessToken, GrantError> {
-        let record = match self.store.load(&self.key).await {
+        let record = match self.load_shared().await {
             Ok(record) => record,
-            Err(error) => return self.obtain_alone(error).await,
+            Err(Unshared::Unreachable(error)) => return self.obtain_alone(error).await,
+            Err(Unshared::Unusable(error)) => return Err(error),
         };
         if let Some(token) = self.adopt(record).await? {
             return Ok(token);
@@ -83,14 +94,66 @@ impl TokenCache {
         self.fetch_and_persist(WriteTo::Leased(fleet, lease)).await
     }
 
+    /// The shared record. A record that does not authenticate is a miss (a new token replaces
+    /// it), except where a refresh token rotates: going on would present the configured one,
+    /// long retired. A connected account without a record was removed through another replica:
+    /// this cache retires rather than write it back.
+    async fn load_shared(&self) -> Result<Option<CredentialRecord>, Unshared> {
+        let record = match self.store.load(&self.key).await {
+            Ok(record) => record,
+            Err(StoreError::Unreadable { .. }) if !self.rotates() => None,
+            Err(StoreError::Unreadable { .. }) => {
+                self.store_failed.store(true, Ordering::SeqCst);
+                return Err(Unshared::Unusable(GrantError::Transient {
+                    reason: "the stored record does not authenticate; no refresh token to use"
+                        .into(),
+                }));
+            }
+            Err(error) => return Err(Unshared::Unreachable(error)),
+        };
+        if self.key.account.is_some() && record.is_none() {
+            self.retire();
+            return Err(Unshared::Unusable(GrantError::ReauthorizationRequired {
+                reason: "the account was removed".into(),
+            }));
+        }
+        Ok(record)
+    }
+
+    /// Whether the provider's refresh tokens rotate: two replicas must never present one.
+    fn rotates(&self) -> bool {
+        matches!(
+            self.provider().grant,
+            GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
+        )
+    }
+
+    /// Right before a token request: the lease must still be this replica's, and now lasts a
+    /// whole request longer, so no other replica takes over while the answer may come.
+    pub(super) async fn confirm_lease(
+        &self,
+        fleet: &RedisStore,
+        lease: &Lease,
+    ) -> Result<(), GrantError> {
+        match fleet.extend(&self.key, lease, LEASE_TTL).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(GrantError::Transient {
+                reason: "another replica took over the token request".into(),
+            }),
+            Err(error) => {
+                tracing::warn!(provider = %self.provider().name, %error, "cannot confirm the lease; not sending the token request");
+                self.store_failed.store(true, Ordering::SeqCst);
+                Err(GrantError::Transient {
+                    reason: "the fleet store (Redis) is unreachable".into(),
+                })
+            }
+        }
+    }
+
     /// Redis did not answer: request alone, unless the provider must not have two requesters.
     async fn obtain_alone(&self, error: StoreError) -> Result<AccessToken, GrantError> {
         let provider = self.provider();
-        let protected = provider.lockout_sensitive
-            || matches!(
-                provider.grant,
-                GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
-            );
+        let protected = provider.lockout_sensitive || self.rotates();
         let fleet_policy = self
             .store
             .fleet()
@@ -99,6 +162,7 @@ impl TokenCache {
         let unread_account = self.key.account.is_some() && self.account_info().is_none();
         if unread_account || (protected && fleet_policy == WhenUnreachable::Protect) {
             tracing::warn!(provider = %provider.name, %error, "the fleet store is unreachable; this provider makes no token request without it");
+            self.store_failed.store(true, Ordering::SeqCst);
             return Err(GrantError::Transient {
                 reason: "the fleet store (Redis) is unreachable".into(),
             });

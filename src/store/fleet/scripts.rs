@@ -4,15 +4,17 @@
 use redis::Script;
 
 pub(super) struct Scripts {
-    /// KEYS: lease, record, fence counter. ARGV: owner (unique per attempt to take the lease),
-    /// ttl in ms. The fencing value, or nil when another replica holds the lease. Taking the
-    /// lease and the value is one step, so a replica that lost the race never advances the
-    /// counter under the holder's feet; repeating it with the same owner (a lost answer)
-    /// returns the same value.
+    /// KEYS: lease, fence counter. ARGV: owner (unique per attempt to take the lease), ttl in
+    /// ms. The fencing value, or nil when another replica holds the lease. Repeating it with the
+    /// same owner (an answer lost on the way) returns the same value.
     pub acquire: Script,
-    /// KEYS: record, index, fence counter. ARGV: fence ('' for an unleased write), sealed
-    /// record, token id ('' for none), record name, channel. 1 when written, 0 when a newer
-    /// lease was taken since `fence`.
+    /// KEYS: lease. ARGV: lease value, ttl in ms. 1 when the lease was still this one and now
+    /// lasts `ttl` more, else 0.
+    pub extend: Script,
+    /// KEYS: record, index, fence counter, lease. ARGV: lease value ('' for an unleased write),
+    /// its fence, sealed record, token id ('' for none), record name, channel. A leased write
+    /// happens only while the lease is still the writer's and no unleased write (a new
+    /// connection, an operator reset) came after the lease was taken. 1 when written, else 0.
     pub save: Script,
     /// KEYS: lease. ARGV: lease value. Deletes the lease only if it is still this one.
     pub release: Script,
@@ -32,29 +34,39 @@ if held then
   end
   return false
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local fence = redis.call('INCR', KEYS[3])
+local fence = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence, 'PX', ARGV[2])
-redis.call('HSET', KEYS[2], 'fence', fence)
 return fence
+";
+
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 ";
 
 const SAVE: &str = r"
 if ARGV[1] ~= '' then
-  if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then
+  if redis.call('GET', KEYS[4]) ~= ARGV[1] then
     return 0
   end
+  local written = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+  if written > tonumber(ARGV[2]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[1], 'fence', ARGV[2])
 else
   redis.call('HSET', KEYS[1], 'fence', redis.call('INCR', KEYS[3]))
 end
-redis.call('HSET', KEYS[1], 'sealed', ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'token_id', ARGV[3])
+redis.call('HSET', KEYS[1], 'sealed', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'token_id', ARGV[4])
 else
   redis.call('HDEL', KEYS[1], 'token_id')
 end
-redis.call('SADD', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[5])
 return 1
 ";
 
@@ -84,6 +96,7 @@ impl Scripts {
     pub fn new() -> Self {
         Self {
             acquire: Script::new(ACQUIRE),
+            extend: Script::new(EXTEND),
             save: Script::new(SAVE),
             release: Script::new(RELEASE),
             invalidate: Script::new(INVALIDATE),

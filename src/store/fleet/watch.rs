@@ -19,6 +19,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut delay = RECONNECT_FIRST;
     loop {
+        if shared.wrong_key.load(std::sync::atomic::Ordering::SeqCst) {
+            // Nothing will be read or written; the error is logged once.
+            return;
+        }
         match subscribe(&shared).await {
             Ok(messages) => {
                 delay = RECONNECT_FIRST;
