@@ -129,7 +129,10 @@ fn hit(c: &mut Criterion) {
             .await
             .expect("sandbox");
         let mut stores = Vec::new();
-        for (name, store_yaml) in [("embedded", file_yaml.clone()), ("redis", redis.store_yaml())] {
+        for (name, store_yaml) in [
+            ("embedded", file_yaml.clone()),
+            ("redis", redis.store_yaml()),
+        ] {
             let (config, credentials) = replica(&sandbox, &store_yaml).await;
             credentials
                 .authorize(&config.routes[0], &mut HeaderMap::new())
@@ -153,7 +156,12 @@ fn hit(c: &mut Criterion) {
                     let mut headers = HeaderMap::new();
                     let start = Instant::now();
                     for _ in 0..iters {
-                        black_box(credentials.authorize(route, &mut headers).await.expect("hit"));
+                        black_box(
+                            credentials
+                                .authorize(route, &mut headers)
+                                .await
+                                .expect("hit"),
+                        );
                     }
                     start.elapsed()
                 }
@@ -161,7 +169,11 @@ fn hit(c: &mut Criterion) {
         });
     }
     group.finish();
-    assert_eq!(sandbox.token_requests(CLIENT_ID), 2, "every measured call was a hit");
+    assert_eq!(
+        sandbox.token_requests(CLIENT_ID),
+        2,
+        "every measured call was a hit"
+    );
 }
 
 fn renewal(c: &mut Criterion) {
