@@ -12,32 +12,15 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use authrelay::sandbox::{CROSSBEAM_CLIENT_ID, SandboxHandle};
+use authrelay::sandbox::CROSSBEAM_CLIENT_ID;
 use authrelay::{Config, Server};
+use support::fleet::{KEY, admin_text, fleet_yaml, replicas, wait_for_status};
 use support::redis::RedisServer;
 use support::{TestProxy, VENDORS_YAML, assert_relay_error, client, echo, echoed_header, sandbox};
 use tokio::task::JoinSet;
 
-const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const OTHER_KEY: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
 const CROSS_RIVER: &str = "cr-demo-client";
-
-/// `yaml` with the fleet store on `redis`. Tests give Redis 500 ms (the default is 50 ms) so
-/// that a loaded CI machine does not turn a slow answer into an outage.
-fn fleet_yaml(yaml: &str, redis: &RedisServer, key: &str, extra: &str) -> String {
-    format!(
-        "{yaml}\nstore: {{ kind: redis, url: \"{}\", key: \"{key}\", timeout: 500ms{extra} }}\n",
-        redis.url()
-    )
-}
-
-async fn replicas(count: usize, yaml: &str, vendor: &SandboxHandle) -> Vec<TestProxy> {
-    let mut proxies = Vec::with_capacity(count);
-    for _ in 0..count {
-        proxies.push(TestProxy::start(yaml, vendor).await);
-    }
-    proxies
-}
 
 /// Sends `count` concurrent GETs of `path`, spread over `proxies`; returns each status and the
 /// `Authorization` the vendor saw (empty when the proxy answered itself).
@@ -63,42 +46,6 @@ async fn spread(proxies: &[TestProxy], path: &str, count: usize) -> Vec<(u16, St
 
 fn tokens(outcomes: &[(u16, String)]) -> BTreeSet<String> {
     outcomes.iter().map(|(_, token)| token.clone()).collect()
-}
-
-async fn admin_json(proxy: &TestProxy, path: &str) -> serde_json::Value {
-    let url = format!("http://{}{path}", proxy.admin.expect("admin listener"));
-    client()
-        .get(url)
-        .send()
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn admin_text(proxy: &TestProxy, path: &str) -> String {
-    let url = format!("http://{}{path}", proxy.admin.expect("admin listener"));
-    client()
-        .get(url)
-        .send()
-        .await
-        .expect("admin")
-        .text()
-        .await
-        .expect("text")
-}
-
-/// Polls `/readyz` until its status is `want`, for up to `within`.
-async fn wait_for_status(proxy: &TestProxy, want: &str, within: Duration) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let readyz = admin_json(proxy, "/readyz").await;
-        if readyz["status"] == want || tokio::time::Instant::now() > deadline {
-            return readyz;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

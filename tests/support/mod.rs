@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod browser;
+pub mod fleet;
 pub mod redis;
 
 /// A running proxy; dropping it stops the server.
