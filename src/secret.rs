@@ -45,10 +45,12 @@ pub fn same_text(a: &str, b: &str) -> bool {
 /// secrets (fingerprints, lineages), safe to store and compare.
 pub fn digest_name(material: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material);
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&digest.as_ref()[..16])
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 impl std::fmt::Debug for Secret {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use authrelay::sandbox::CROSSBEAM_CLIENT_ID;
 use authrelay::{Config, Server};
-use support::fleet::{KEY, admin_text, fleet_yaml, replicas, wait_for_status};
+use support::fleet::{KEY, admin_json, admin_text, fleet_yaml, replicas, wait_for_status};
 use support::redis::RedisServer;
 use support::{TestProxy, VENDORS_YAML, assert_relay_error, client, echo, echoed_header, sandbox};
 use tokio::task::JoinSet;
@@ -243,7 +243,7 @@ async fn redis_dying_under_traffic_fails_no_request_that_had_a_token() {
     // Cross River is lockout-sensitive: without Redis no replica requests a token on its own.
     vendor.revoke_all_tokens();
     let refused = support::get(&proxies[1], "/cross-river/payments").await;
-    assert_relay_error(&refused, 503, "token_unavailable");
+    assert_relay_error(&refused, 503, "store_unavailable");
     assert_eq!(vendor.token_requests(CROSS_RIVER), 1);
     // A provider without a lock-out may request alone.
     assert_eq!(
@@ -352,4 +352,136 @@ async fn a_replica_with_another_key_refuses_to_start() {
         "{error}"
     );
     first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotating_refresh_token_is_never_replaced_by_an_unreadable_record() {
+    let vendor = sandbox().await;
+    let redis = RedisServer::start();
+    let refresh_token = vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID);
+    let yaml = fleet_yaml(&crossbeam_yaml(&refresh_token), &redis, KEY, "");
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    assert_eq!(
+        support::get(&proxy, "/crossbeam/v0.1/partners")
+            .await
+            .status(),
+        200
+    );
+    proxy.shutdown().await;
+    let name = redis
+        .command_bytes(&[b"SMEMBERS", b"authrelay:index"])
+        .into_iter()
+        .map(|name| String::from_utf8(name).unwrap())
+        .find(|name| name.starts_with("cred/crossbeam/"))
+        .expect("record name");
+    let record = format!("authrelay:{name}");
+    let mut sealed = redis
+        .command_bytes(&[b"HGET", record.as_bytes(), b"sealed"])
+        .remove(0);
+    let last = sealed.len() - 1;
+    sealed[last] ^= 0x01;
+    redis.command_bytes(&[b"HSET", record.as_bytes(), b"sealed", &sealed]);
+
+    // A restarted replica cannot read the newest refresh token: it must not fall back to the
+    // configured one, which the vendor retired at the first rotation.
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    let response = support::get(&proxy, "/crossbeam/v0.1/partners").await;
+    assert_relay_error(&response, 503, "store_unavailable");
+    let stats = &vendor.stats().clients[CROSSBEAM_CLIENT_ID];
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(stats.families_revoked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_without_redis_serves_once_redis_answers() {
+    let vendor = sandbox().await;
+    let mut redis = RedisServer::start();
+    let yaml = fleet_yaml(VENDORS_YAML, &redis, KEY, "");
+    redis.kill();
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    assert_eq!(admin_json(&proxy, "/readyz").await["status"], "degraded");
+    let refused = support::get(&proxy, "/cross-river/payments").await;
+    assert_relay_error(&refused, 503, "store_unavailable");
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 0);
+
+    redis.restart();
+    let readyz = wait_for_status(&proxy, "ready", Duration::from_secs(10)).await;
+    assert_eq!(readyz["status"], "ready", "{readyz}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while support::get(&proxy, "/cross-river/payments").await.status() != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no token after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(vendor.token_requests(CROSS_RIVER), 1);
+    // The key was checked (and sealed) once Redis answered.
+    assert_eq!(
+        redis.command_bytes(&[b"EXISTS", b"authrelay:meta/key-check"]),
+        [b"1".to_vec()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_that_could_not_be_written_is_the_one_used_next() {
+    let vendor = sandbox().await;
+    let redis = RedisServer::start();
+    let refresh_token = vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID);
+    let yaml = fleet_yaml(&crossbeam_yaml(&refresh_token), &redis, KEY, "");
+    let proxy = TestProxy::start(&yaml, &vendor).await;
+    assert_eq!(
+        support::get(&proxy, "/crossbeam/v0.1/partners")
+            .await
+            .status(),
+        200
+    );
+
+    let name = redis
+        .command_bytes(&[b"SMEMBERS", b"authrelay:index"])
+        .into_iter()
+        .map(|name| String::from_utf8(name).unwrap())
+        .find(|name| name.starts_with("cred/crossbeam/"))
+        .expect("record name");
+    let lease = format!("authrelay:lease/{name}");
+
+    // The vendor answers after a second; the replica's lease vanishes while the refresh is on
+    // its way (as if it had expired), so the rotated refresh token cannot be written.
+    vendor.set_latency(Duration::from_secs(1));
+    vendor.revoke_access_tokens();
+    let url = proxy.url("/crossbeam/v0.1/partners");
+    let request = tokio::spawn(async move { client().get(url).send().await.expect("request") });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        redis.command_bytes(&[b"DEL", lease.as_bytes()]),
+        [b"1".to_vec()]
+    );
+    let during = request.await.expect("request task");
+    assert_ne!(during.status(), 200);
+    let stats = &vendor.stats().clients[CROSSBEAM_CLIENT_ID];
+    assert_eq!(
+        stats.refresh_grants, 2,
+        "the refresh reached the vendor: {stats:?}"
+    );
+
+    // Redis holds the retired refresh token; the replica uses the one it got.
+    vendor.set_latency(Duration::ZERO);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while support::get(&proxy, "/crossbeam/v0.1/partners")
+        .await
+        .status()
+        != 200
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no token after the lost lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = &vendor.stats().clients[CROSSBEAM_CLIENT_ID];
+    assert_eq!(
+        stats.families_revoked, 0,
+        "a retired refresh token was presented"
+    );
+    assert_eq!(stats.refresh_grants, 3, "{stats:?}");
 }

@@ -97,7 +97,7 @@ async fn tls_and_an_acl_user_work_and_the_password_never_shows() {
     }
     // Cross River is lockout-sensitive: no token request without the fleet store.
     let refused = get(&wrong, "/cross-river/payments").await;
-    assert_relay_error(&refused, 503, "token_unavailable");
+    assert_relay_error(&refused, 503, "store_unavailable");
     assert_eq!(vendor.token_requests(CROSS_RIVER), 1);
     for path in ["/readyz", "/metrics"] {
         let body = admin_text(&wrong, path).await;

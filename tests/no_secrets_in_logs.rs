@@ -14,10 +14,37 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authrelay::sandbox::CROSSBEAM_CLIENT_ID;
+use support::redis::{RedisOptions, RedisServer};
 use support::{client, echo, echoed_header, sandbox};
 
 #[tokio::test]
 async fn trace_logs_hold_no_secret_or_token() {
+    trace_logs_hold_no_secret_with("{ kind: file, path: store }", None, Vec::new()).await;
+}
+
+/// The same with a fleet store whose URL holds a password, and Redis dying mid-run (so the
+/// errors of a lost connection are logged too).
+#[tokio::test]
+async fn trace_logs_of_a_fleet_replica_hold_no_secret_or_token() {
+    let password = "redis-pw-never-logged";
+    let mut redis = RedisServer::start_with(RedisOptions {
+        password: Some(password.into()),
+        ..RedisOptions::default()
+    });
+    let store = format!(
+        "{{ kind: redis, url: \"{}\", key: \"{}\", timeout: 500ms }}",
+        redis.url(),
+        support::fleet::KEY
+    );
+    let secrets = vec![password.to_owned(), support::fleet::KEY.to_owned()];
+    trace_logs_hold_no_secret_with(&store, Some(&mut redis), secrets).await;
+}
+
+async fn trace_logs_hold_no_secret_with(
+    store: &str,
+    redis: Option<&mut RedisServer>,
+    mut secrets: Vec<String>,
+) {
     let vendor = sandbox().await;
     let refresh_seed = vendor.crossbeam_refresh_token(CROSSBEAM_CLIENT_ID);
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +57,7 @@ async fn trace_logs_hold_no_secret_or_token() {
         r#"
 listeners: [{{ bind: "127.0.0.1:0" }}]
 admin: {{ bind: "{admin}" }}
-store: {{ kind: file, path: store }}
+store: {store}
 providers:
   xref:
     preset: xref
@@ -154,6 +181,14 @@ routes:
     }
     let rejected = client().get(url("/cr/x")).send().await.unwrap();
     assert_eq!(rejected.status(), 503);
+    if let Some(redis) = redis {
+        redis.kill();
+        // The probe notices within a second; a token request without Redis logs why it waits.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        vendor.revoke_access_tokens();
+        let without_redis = client().get(url("/cb/v1/partners")).send().await.unwrap();
+        assert_ne!(without_redis.status(), 200);
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -164,14 +199,20 @@ routes:
         "the log says what happened, without the secret"
     );
     assert!(log.lines().count() > 20, "TRACE logging was on");
-    let mut secrets = vec![
+    if store.contains("redis") {
+        assert!(
+            log.contains("Redis is unreachable"),
+            "the outage was logged"
+        );
+    }
+    secrets.extend([
         "ca-demo-secret".to_string(),
         "wrong-secret-value-123".to_string(),
         "cb-demo-secret".to_string(),
         refresh_seed,
         "caller-own-token".to_string(),
         "xref-demo-secret".to_string(),
-    ];
+    ]);
     secrets.extend(tokens);
     // The authorization's state and code.
     assert_eq!(flow_values.len(), 2, "{flow_values:?}");

@@ -78,8 +78,6 @@ pub struct TokenCache {
     /// In a fleet: a rotated refresh token that could not be written. Until it is, the older
     /// one in Redis is not taken over it (it was retired by the vendor).
     unsaved_refresh_token: AtomicBool,
-    /// The last failure was the fleet store's, not the vendor's: it does not grow the backoff.
-    store_failed: AtomicBool,
     /// The current rejection is in the store (so a reset there is seen by re-reading it).
     rejection_stored: AtomicBool,
     metrics: ProviderMetrics,
@@ -208,7 +206,6 @@ impl TokenCache {
             retired: AtomicBool::new(false),
             refused: Mutex::new(None),
             unsaved_refresh_token: AtomicBool::new(false),
-            store_failed: AtomicBool::new(false),
             rejection_stored: AtomicBool::new(false),
             metrics,
         }
@@ -501,7 +498,7 @@ impl TokenCache {
             Err(error) if self.provider().lockout_sensitive || self.key.account.is_some() => {
                 tracing::error!(provider = %self.provider().name, %error, "cannot read the token store; no token request without it (lockout-sensitive provider or connected account)");
                 self.restored.store(false, Ordering::SeqCst);
-                return Err(GrantError::Transient {
+                return Err(GrantError::StoreUnavailable {
                     reason: "the token store cannot be read".into(),
                 });
             }
@@ -605,7 +602,10 @@ impl TokenCache {
         result: &Result<AccessToken, GrantError>,
         to: WriteTo<'_>,
     ) -> Result<(), GrantError> {
-        if self.retired.load(Ordering::SeqCst) {
+        // Nothing reached the vendor, or its outcome is what could not be written.
+        if self.retired.load(Ordering::SeqCst)
+            || matches!(result, Err(GrantError::StoreUnavailable { .. }))
+        {
             return Ok(());
         }
         if self.key.account.is_some() && self.account_info().is_none() {
@@ -665,10 +665,7 @@ impl TokenCache {
             Err(_) => return Ok(()),
         };
         let saved = self.save(&record, to).await;
-        let rotating = matches!(
-            self.provider().grant,
-            GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
-        );
+        let rotating = self.rotates();
         if rotating {
             self.unsaved_refresh_token
                 .store(saved.is_err(), Ordering::SeqCst);
@@ -684,13 +681,21 @@ impl TokenCache {
             Err(error) => {
                 tracing::error!(provider = %self.provider().name, %error, "cannot write the token store");
                 if rotating {
-                    return Err(GrantError::Transient {
+                    return Err(GrantError::StoreUnavailable {
                         reason: "the rotated refresh token could not be stored".into(),
                     });
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Whether the provider's refresh tokens rotate: two requesters must never present one.
+    fn rotates(&self) -> bool {
+        matches!(
+            self.provider().grant,
+            GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
+        )
     }
 
     /// Writes `record` where `to` says.
@@ -727,9 +732,11 @@ impl TokenCache {
                 TokenOutcome::Rejected
             }
             Err(GrantError::RateLimited { .. }) => TokenOutcome::RateLimited,
-            Err(GrantError::Transient { .. } | GrantError::NoAnswer { .. }) => {
-                TokenOutcome::Transient
-            }
+            Err(
+                GrantError::Transient { .. }
+                | GrantError::NoAnswer { .. }
+                | GrantError::StoreUnavailable { .. },
+            ) => TokenOutcome::Transient,
         };
         self.metrics.token_request(outcome, started.elapsed());
         result
@@ -912,7 +919,7 @@ impl TokenCache {
             }
             Err(error) => {
                 tracing::error!(provider = %self.provider().name, %error, "cannot record the token request in the store; not sending it");
-                return Err(GrantError::Transient {
+                return Err(GrantError::StoreUnavailable {
                     reason: "the token store cannot record the attempt".into(),
                 });
             }
@@ -1019,8 +1026,8 @@ impl TokenCache {
                 state.blocked = Some(Blocked::Rejected(error.clone()));
             }
             Err(error) => {
-                // The fleet store failed, not the vendor: retry soon, whatever came before.
-                let delay = if self.store_failed.swap(false, Ordering::SeqCst) {
+                // The store failed, not the vendor: retry soon, whatever came before.
+                let delay = if matches!(error, GrantError::StoreUnavailable { .. }) {
                     backoff(1, error)
                 } else {
                     state.consecutive_failures = state.consecutive_failures.saturating_add(1);

@@ -64,6 +64,11 @@ pub enum GrantError {
     /// counted it as a strike. Retried like a transient failure, but counted as unconfirmed.
     #[error("the token request got no answer: {reason}")]
     NoAnswer { reason: String },
+    /// The token store could not be read or written (in a fleet: Redis did not answer), so no
+    /// request was sent, or its outcome could not be kept. Retried soon: the vendor is not at
+    /// fault, and its backoff does not grow.
+    #[error("the token store is unavailable: {reason}")]
+    StoreUnavailable { reason: String },
     /// A connected account's tokens are gone for good (`invalid_grant` on refresh, or no
     /// refresh token): only a person connecting it again helps.
     #[error("the account must be connected again: {reason}")]
@@ -90,6 +95,7 @@ impl GrantError {
             }
             GrantError::Transient { .. } => "transient".into(),
             GrantError::NoAnswer { .. } => "no_answer".into(),
+            GrantError::StoreUnavailable { .. } => "store_unavailable".into(),
             GrantError::ReauthorizationRequired { .. } => "reauthorization_required".into(),
         }
     }

@@ -7,7 +7,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::credential::CredentialError;
+use crate::credential::{CredentialError, GrantError};
 use crate::route::NoRoute;
 use crate::upstream::{ProxyBody, UpstreamError};
 
@@ -85,6 +85,10 @@ impl ProxyError {
                 "body_too_large"
             }
             ProxyError::Credential(CredentialError::Rejected { .. }) => "credentials_rejected",
+            ProxyError::Credential(CredentialError::Unavailable {
+                error: GrantError::StoreUnavailable { .. },
+                ..
+            }) => "store_unavailable",
             ProxyError::Credential(CredentialError::Unavailable { .. }) => "token_unavailable",
             ProxyError::Credential(CredentialError::BadHeader { .. }) => "bad_token_response",
             ProxyError::Credential(CredentialError::NoAccount { .. }) => "no_account",
@@ -230,7 +234,6 @@ impl From<NoRoute> for ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::GrantError;
     use crate::metrics::names::RELAY_ERROR_CODES;
 
     #[test]
@@ -261,6 +264,11 @@ mod tests {
             ProxyError::Credential(CredentialError::Unavailable {
                 provider: "p".into(),
                 error: grant(),
+                retry_after: Duration::from_secs(1),
+            }),
+            ProxyError::Credential(CredentialError::Unavailable {
+                provider: "p".into(),
+                error: GrantError::StoreUnavailable { reason: "x".into() },
                 retry_after: Duration::from_secs(1),
             }),
             ProxyError::Credential(CredentialError::BadHeader {

@@ -33,7 +33,7 @@ use super::record::{open_key_check, open_record, record_name, seal_key_check, se
 use super::seal::SealingKey;
 use super::{CredentialKey, CredentialRecord, StoreError, StoreHealth, TokenStore};
 use crate::config::{RedisStoreConfig, WhenUnreachable};
-use crate::secret::Secret;
+use crate::secret::{Secret, hex};
 
 use scripts::Scripts;
 
@@ -152,8 +152,7 @@ impl RedisStore {
 
     /// The keyed digest under which `token` is compared in Redis.
     pub fn token_id(&self, token: &Secret) -> String {
-        let tag = hmac::sign(&self.shared.token_id_key, token.expose().as_bytes());
-        hex(&tag.as_ref()[..16])
+        self.shared.token_id(token)
     }
 
     /// Takes the lease on `key` for `ttl`; `None` when another replica holds it.
@@ -527,15 +526,9 @@ impl Shared {
     ) -> Result<Option<(CredentialKey, CredentialRecord)>, StoreError> {
         let key = self.record_key(&name);
         let key = key.as_str();
-        let fields: (Option<Vec<u8>>, Option<String>, Option<String>) = self
+        let fields: RecordFields = self
             .run("load", |mut connection| async move {
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("sealed")
-                    .arg("token_id")
-                    .arg("stale")
-                    .query_async(&mut connection)
-                    .await
+                record_fields(key).query_async(&mut connection).await
             })
             .await?;
         self.open(&name, fields)
@@ -545,7 +538,7 @@ impl Shared {
     fn open(
         &self,
         name: &str,
-        (sealed, token_id, stale): (Option<Vec<u8>>, Option<String>, Option<String>),
+        (sealed, token_id, stale): RecordFields,
     ) -> Result<Option<(CredentialKey, CredentialRecord)>, StoreError> {
         let Some(sealed) = sealed else {
             return Ok(None);
@@ -633,9 +626,25 @@ impl Shared {
                 connection.smembers(index).await
             })
             .await?;
+        if names.is_empty() {
+            // An empty pipeline answers nothing, not an empty list.
+            return Ok(Vec::new());
+        }
+        // One round trip for every record.
+        let keys: Vec<String> = names.iter().map(|name| self.record_key(name)).collect();
+        let keys = keys.as_slice();
+        let fields: Vec<RecordFields> = self
+            .run("list", |mut connection| async move {
+                let mut pipe = redis::pipe();
+                for key in keys {
+                    pipe.add_command(record_fields(key));
+                }
+                pipe.query_async(&mut connection).await
+            })
+            .await?;
         let mut records = Vec::with_capacity(names.len());
-        for name in names {
-            match self.load(name).await {
+        for (name, fields) in names.iter().zip(fields) {
+            match self.open(name, fields) {
                 Ok(Some(loaded)) => records.push(loaded),
                 Ok(None) | Err(StoreError::Unreadable { .. }) => {}
                 Err(error) => return Err(error),
@@ -665,6 +674,16 @@ impl Updates {
             }
         }
     }
+}
+
+/// A record hash's `sealed`, `token_id` and `stale`.
+type RecordFields = (Option<Vec<u8>>, Option<String>, Option<String>);
+
+/// `HMGET` of a record's fields, in [`RecordFields`] order.
+fn record_fields(key: &str) -> redis::Cmd {
+    let mut command = redis::cmd("HMGET");
+    command.arg(key).arg("sealed").arg("token_id").arg("stale");
+    command
 }
 
 /// The record name of `key`, as the channel announces it.
@@ -730,8 +749,4 @@ fn random_hex(bytes: usize) -> String {
     // A failing generator leaves zeros: lease values also carry the fence, so they stay unique.
     let _ = aws_lc_rs::rand::fill(&mut buffer);
     hex(&buffer)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -9,13 +9,12 @@
 //! requester (a lock-out after bad secrets, or rotating refresh tokens) wait for Redis instead of
 //! requesting alone, unless `store.when_unreachable: request`.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{TokenCache, WriteTo};
-use crate::config::{GrantConfig, WhenUnreachable};
+use crate::config::WhenUnreachable;
 use crate::credential::grant::GrantError;
 use crate::credential::token::AccessToken;
 use crate::store::{CredentialRecord, Lease, RedisStore, StoreError, notification_name};
@@ -47,15 +46,11 @@ impl TokenCache {
         self.report_refused(fleet).await;
         let deadline = Instant::now() + WAIT_BUDGET;
         loop {
-            let record = match self.load_shared().await {
-                Ok(record) => record,
+            match self.shared_token().await {
+                Ok(Some(token)) => return Ok(token),
+                Ok(None) => {}
                 Err(Unshared::Unreachable(error)) => return self.obtain_alone(error).await,
                 Err(Unshared::Unusable(error)) => return Err(error),
-            };
-            self.restored
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Some(token) = self.adopt(record).await? {
-                return Ok(token);
             }
             match fleet.acquire(&self.key, LEASE_TTL).await {
                 Ok(Some(lease)) => {
@@ -83,15 +78,20 @@ impl TokenCache {
         fleet: &RedisStore,
         lease: &Lease,
     ) -> Result<AccessToken, GrantError> {
-        let record = match self.load_shared().await {
-            Ok(record) => record,
-            Err(Unshared::Unreachable(error)) => return self.obtain_alone(error).await,
-            Err(Unshared::Unusable(error)) => return Err(error),
-        };
-        if let Some(token) = self.adopt(record).await? {
-            return Ok(token);
+        match self.shared_token().await {
+            Ok(Some(token)) => Ok(token),
+            Ok(None) => self.fetch_and_persist(WriteTo::Leased(fleet, lease)).await,
+            Err(Unshared::Unreachable(error)) => self.obtain_alone(error).await,
+            Err(Unshared::Unusable(error)) => Err(error),
         }
-        self.fetch_and_persist(WriteTo::Leased(fleet, lease)).await
+    }
+
+    /// Reads the shared record and takes what it says (see `adopt`): its token, when usable.
+    async fn shared_token(&self) -> Result<Option<AccessToken>, Unshared> {
+        let record = self.load_shared().await?;
+        self.restored
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.adopt(record).await.map_err(Unshared::Unusable)
     }
 
     /// The shared record. A record that does not authenticate is a miss (a new token replaces
@@ -103,8 +103,7 @@ impl TokenCache {
             Ok(record) => record,
             Err(StoreError::Unreadable { .. }) if !self.rotates() => None,
             Err(StoreError::Unreadable { .. }) => {
-                self.store_failed.store(true, Ordering::SeqCst);
-                return Err(Unshared::Unusable(GrantError::Transient {
+                return Err(Unshared::Unusable(GrantError::StoreUnavailable {
                     reason: "the stored record does not authenticate; no refresh token to use"
                         .into(),
                 }));
@@ -118,14 +117,6 @@ impl TokenCache {
             }));
         }
         Ok(record)
-    }
-
-    /// Whether the provider's refresh tokens rotate: two replicas must never present one.
-    fn rotates(&self) -> bool {
-        matches!(
-            self.provider().grant,
-            GrantConfig::RefreshToken { .. } | GrantConfig::AuthorizationCode(_)
-        )
     }
 
     /// Right before a token request: the lease must still be this replica's, and now lasts a
@@ -142,8 +133,7 @@ impl TokenCache {
             }),
             Err(error) => {
                 tracing::warn!(provider = %self.provider().name, %error, "cannot confirm the lease; not sending the token request");
-                self.store_failed.store(true, Ordering::SeqCst);
-                Err(GrantError::Transient {
+                Err(GrantError::StoreUnavailable {
                     reason: "the fleet store (Redis) is unreachable".into(),
                 })
             }
@@ -162,8 +152,7 @@ impl TokenCache {
         let unread_account = self.key.account.is_some() && self.account_info().is_none();
         if unread_account || (protected && fleet_policy == WhenUnreachable::Protect) {
             tracing::warn!(provider = %provider.name, %error, "the fleet store is unreachable; this provider makes no token request without it");
-            self.store_failed.store(true, Ordering::SeqCst);
-            return Err(GrantError::Transient {
+            return Err(GrantError::StoreUnavailable {
                 reason: "the fleet store (Redis) is unreachable".into(),
             });
         }
